@@ -1,0 +1,223 @@
+//! [`Database`]: one pool, one backend, the service's migrations.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, SqlSafeStr, SqlStr, Transaction};
+
+use crate::dialect;
+
+/// Which database server (or file) a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// Reads the backend from a database URL's scheme.
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::MySql),
+            _ => bail!(
+                "unsupported database URL scheme `{scheme}`: use sqlite://, postgres:// or mysql://"
+            ),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+}
+
+/// A service's migrations, one folder per backend (embedded with `sqlx::migrate!`).
+#[derive(Debug)]
+pub struct Migrations {
+    pub sqlite: Migrator,
+    pub postgres: Migrator,
+    pub mysql: Migrator,
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the API answers `503`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// A connection pool to one service's database.
+///
+/// Cheap to clone. Queries go through [`Database::sql`] so that one text serves every backend.
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    /// MySQL texts of the `$N` queries, rewritten once each. Keyed by the query text, which comes
+    /// from the source code, so the map stays as small as the number of queries in the program.
+    positional: Arc<RwLock<HashMap<&'static str, Arc<str>>>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path`, `postgres://...`, `mysql://...`).
+    ///
+    /// SQLite files (and their folder) are created when missing and run in WAL mode. Connecting is
+    /// lazy: a server that is down now makes requests answer `503` until it is back, instead of
+    /// keeping the service from starting.
+    pub fn connect(url: &str, settings: &PoolSettings) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .with_context(|| format!("invalid {} database URL", backend.name()))?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .test_before_acquire(true);
+        if backend == Backend::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; busy_timeout queues writers
+                    // instead of failing them; NORMAL sync is durable across process crashes.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_lazy_with(options);
+        Ok(Self { pool, backend, positional: Arc::default() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The text of `query` for this backend (placeholders rewritten for MySQL).
+    pub fn sql(&self, query: &'static str) -> SqlStr {
+        if self.backend != Backend::MySql {
+            return query.into_sql_str();
+        }
+        let cached = self.positional.read().ok().and_then(|map| map.get(query).cloned());
+        let text = cached.unwrap_or_else(|| {
+            let text: Arc<str> = dialect::to_positional(query).into();
+            if let Ok(mut map) = self.positional.write() {
+                map.insert(query, text.clone());
+            }
+            text
+        });
+        sqlx::AssertSqlSafe(text).into_sql_str()
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite this takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
+    /// that reads and then writes fails with `SQLITE_BUSY` instead of waiting when another writer
+    /// committed in between.
+    pub async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            _ => self.pool.begin().await,
+        }
+    }
+
+    /// Checks that the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// Applies the migrations for this backend that have not run yet.
+    pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &migrations.sqlite,
+            Backend::Postgres => &migrations.postgres,
+            Backend::MySql => &migrations.mysql,
+        };
+        migrator.run(&self.pool).await.context("running database migrations")?;
+        Ok(())
+    }
+
+    /// Closes every connection (graceful shutdown, tests that drop their database).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Makes sure a SQLite URL creates its file, and that the file's folder exists.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        bail!("a sqlite URL needs a file path, e.g. sqlite://./mercato-data/users.db");
+    }
+    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| path != ":memory:") {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the folder {}", parent.display()))?;
+    }
+    let mode = if query.contains("mode=") { String::new() } else { "mode=rwc".to_owned() };
+    let query =
+        [query, &mode].iter().filter(|q| !q.is_empty()).copied().collect::<Vec<_>>().join("&");
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_read_from_url_schemes() {
+        assert_eq!(Backend::from_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("postgres://h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(Backend::from_url("postgresql://h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(Backend::from_url("mysql://h/db").ok(), Some(Backend::MySql));
+        let error = Backend::from_url("redis://h").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("redis"), "{error}");
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file() {
+        let dir = std::env::temp_dir().join(format!("mercato-store-{}", std::process::id()));
+        let url = format!("sqlite://{}/a/users.db", dir.display());
+        let rewritten = sqlite_url(&url).ok();
+        assert_eq!(rewritten, Some(format!("sqlite://{}/a/users.db?mode=rwc", dir.display())));
+        assert!(dir.join("a").is_dir());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,105 @@
+//! The small SQL dialect layer: one query text for three backends.
+//!
+//! Queries use PostgreSQL's numbered placeholders (`$1`, `$2`, ...), each number used once and in
+//! increasing order, so that rewriting them to MySQL's positional `?` keeps the binding order.
+//! Everything else in a query must be portable SQL (see the storage ADR for the rules).
+
+/// Rewrites `$N` placeholders to `?`, leaving quoted literals and identifiers untouched.
+///
+/// Placeholders must appear in increasing order, each once; a debug assertion checks this so a
+/// query that would bind in the wrong order on MySQL fails loudly in tests on every backend.
+pub fn to_positional(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut chars = query.chars().peekable();
+    let mut quote: Option<char> = None;
+    let mut expected = 1u32;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                out.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' || c == '`' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut number = 0u32;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    number = number * 10 + d;
+                    chars.next();
+                }
+                debug_assert_eq!(
+                    number, expected,
+                    "placeholders must be used once each, in order: {query}"
+                );
+                expected = number + 1;
+                out.push('?');
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// The escape character used by [`like_contains`]; queries write `LIKE $1 ESCAPE '!'`.
+///
+/// `!` rather than a backslash because MySQL and PostgreSQL disagree on backslashes in literals.
+pub const LIKE_ESCAPE: char = '!';
+
+/// A case-insensitive "contains" pattern: lower-cased, with `%`, `_` and `!` escaped.
+///
+/// Compare it against `LOWER(column)` with `ESCAPE '!'`.
+pub fn like_contains(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_placeholders_become_positional() {
+        assert_eq!(
+            to_positional("SELECT a FROM t WHERE b = $1 AND c > $2 LIMIT $3"),
+            "SELECT a FROM t WHERE b = ? AND c > ? LIMIT ?"
+        );
+    }
+
+    #[test]
+    fn dollars_inside_literals_are_left_alone() {
+        assert_eq!(
+            to_positional("SELECT '$1', \"$x\" FROM t WHERE a = $1"),
+            "SELECT '$1', \"$x\" FROM t WHERE a = ?"
+        );
+    }
+
+    #[test]
+    fn two_digit_placeholders_are_rewritten_whole() {
+        let columns: Vec<String> = (1..=12).map(|n| format!("${n}")).collect();
+        let rewritten = to_positional(&format!("VALUES ({})", columns.join(", ")));
+        assert_eq!(rewritten, format!("VALUES ({})", ["?"; 12].join(", ")));
+    }
+
+    #[test]
+    #[should_panic(expected = "in order")]
+    fn placeholders_out_of_order_are_refused() {
+        to_positional("SELECT $2, $1");
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards_and_fold_case() {
+        assert_eq!(like_contains("Ab%_!c"), "%ab!%!_!!c%");
+    }
+}

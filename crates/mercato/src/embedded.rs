@@ -1,0 +1,82 @@
+//! `mercato up`: every service in one process, on one port, with embedded storage.
+//!
+//! Each service still owns its own database (a SQLite file per service under the data dir) and
+//! meets the others only through events and HTTP, exactly as under `mercato serve`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use mercato_platform::http::{Operations, finish};
+use mercato_store::Database;
+use mercato_users::{AdminCredentials, SigningKeys, UsersConfig, UsersService};
+
+use crate::cli::UpArgs;
+use crate::config::{Overrides, Settings};
+
+pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
+    let overrides =
+        Overrides { listen: args.listen, data_dir: args.data_dir, ..Overrides::default() };
+    let settings = Settings::load(config, overrides)?;
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+
+    let keys = SigningKeys::load_or_generate(&data_dir.join("jwt-ed25519.pem"))?;
+    let users_db = Database::connect(&sqlite_url(&data_dir, "users"), &settings.pool())?;
+    let users = UsersService::start(users_db, keys, users_config(&settings)).await?;
+    let generated_admin = match settings.admin_email {
+        Some(_) => None,
+        None => crate::admin::bootstrap_default_admin(&users, &data_dir).await?,
+    };
+
+    let (routes, openapi) = users.routes();
+    let operations = Operations {
+        readiness: users.readiness(),
+        metrics: mercato_platform::metrics::recorder(),
+        openapi: mercato_platform::http::document(vec![openapi]),
+    };
+    let app = finish(routes, operations);
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    println!("Mercato is running at http://{address}");
+    println!("  REST API      http://{address}/api");
+    println!("  OpenAPI       http://{address}/api/openapi.json");
+    println!("  health        http://{address}/health/ready");
+    println!("  metrics       http://{address}/metrics");
+    println!("  data          {}", data_dir.display());
+    if let Some(credentials) = generated_admin {
+        println!();
+        println!("Created the admin account (shown once; also in {}):", credentials.file.display());
+        println!("  email:    {}", credentials.email);
+        println!("  password: {}", credentials.password);
+    }
+    tracing::info!(%address, "mercato up is serving");
+    mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+    users.database().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The SQLite URL of one service's database in the data dir.
+pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
+    format!("sqlite://{}", data_dir.join(format!("{service}.db")).display())
+}
+
+/// The users service's config from the settings.
+pub fn users_config(settings: &Settings) -> UsersConfig {
+    UsersConfig {
+        issuer: settings.jwt_issuer.clone(),
+        rate_limit: settings.users.rate_limit.clone(),
+        hashing: settings.users.hashing,
+        admin: match (&settings.admin_email, &settings.admin_password) {
+            (Some(email), Some(password)) => {
+                Some(AdminCredentials { email: email.clone(), password: password.clone() })
+            }
+            _ => None,
+        },
+        ..UsersConfig::default()
+    }
+}
