@@ -1,7 +1,7 @@
 //! The Mercato users service: accounts, login, refresh tokens, and the keys that sign every
 //! access token in the system.
 //!
-//! It owns the `users`, `refresh_tokens` and `login_failures` tables of its own database and
+//! It owns the `users`, `refresh_tokens` and `login_attempts` tables of its own database and
 //! nothing else; other services learn about users from its events and verify its tokens with the
 //! public keys it serves at `/.well-known/jwks.json`.
 //!
@@ -12,7 +12,7 @@
 //! - [`domain`]: `UserName`, `Email`, `Password`: parsed, so invalid values cannot be built.
 //! - [`passwords`]: Argon2id on the blocking pool behind a semaphore.
 //! - [`tokens`]: the Ed25519 signing key (persisted), access-token signing, refresh tokens.
-//! - [`db`]: queries over `users`, `refresh_tokens`, `login_failures`, and the migrations
+//! - [`db`]: queries over `users`, `refresh_tokens`, `login_attempts`, and the migrations
 //!   (`migrations/<backend>/`).
 //! - [`config`]: [`UsersConfig`], with the login rate limits.
 

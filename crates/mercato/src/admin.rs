@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::CreateAdminArgs;
 use crate::config::{Overrides, Settings};
-use crate::embedded::{sqlite_url, users_config};
+use crate::embedded::sqlite_url;
 
 pub const DEFAULT_ADMIN_EMAIL: &str = "admin@mercato.local";
 const CREDENTIALS_FILE: &str = "admin-credentials.txt";
@@ -92,7 +92,7 @@ pub async fn create_admin(config: Option<&Path>, args: CreateAdminArgs) -> anyho
     let database = Database::connect(&url, &settings.pool())?;
     // The signing key is not used to create an account; an ephemeral one avoids touching files.
     let users =
-        UsersService::start(database, SigningKeys::generate(), users_config(&settings)).await?;
+        UsersService::start(database, SigningKeys::generate(), settings.users_config()?).await?;
     users.ensure_admin(&args.email, &password).await?;
     users.database().close().await;
     println!("{} is an admin.", args.email.trim());

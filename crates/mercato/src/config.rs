@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use mercato_users::{HashingConfig, RateLimitConfig};
+use mercato_users::{AdminCredentials, HashingConfig, RateLimitConfig, UsersConfig};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -167,10 +167,28 @@ impl Settings {
         if self.database.max_connections == 0 {
             bail!("invalid configuration: `database.max_connections` must be at least 1");
         }
-        if self.admin_email.is_some() != self.admin_password.is_some() {
-            bail!("invalid configuration: set both `admin_email` and `admin_password`, or neither");
-        }
         Ok(())
+    }
+
+    /// The users service's config. The bootstrap admin needs both `admin_email` and
+    /// `admin_password` (`users create-admin` takes the password alone, so loading allows it).
+    pub fn users_config(&self) -> anyhow::Result<UsersConfig> {
+        let admin = match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(password)) => {
+                Some(AdminCredentials { email: email.clone(), password: password.clone() })
+            }
+            (None, None) => None,
+            _ => bail!(
+                "invalid configuration: set both `admin_email` and `admin_password`, or neither"
+            ),
+        };
+        Ok(UsersConfig {
+            issuer: self.jwt_issuer.clone(),
+            rate_limit: self.users.rate_limit.clone(),
+            hashing: self.users.hashing,
+            admin,
+            ..UsersConfig::default()
+        })
     }
 
     pub fn pool(&self) -> mercato_store::PoolSettings {
@@ -264,7 +282,8 @@ mod tests {
     fn an_admin_email_without_a_password_is_refused() {
         Jail::expect_with(|jail| {
             jail.set_env("MERCATO_ADMIN_EMAIL", "boss@example.com");
-            let error = load(Overrides::default()).err().unwrap_or_default();
+            let settings = load(Overrides::default())?;
+            let error = settings.users_config().err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.contains("admin_password"), "{error}");
             Ok(())
         });

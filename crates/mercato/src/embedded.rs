@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use mercato_platform::http::{Operations, finish};
 use mercato_store::Database;
-use mercato_users::{AdminCredentials, SigningKeys, UsersConfig, UsersService};
+use mercato_users::{SigningKeys, UsersService};
 
 use crate::cli::UpArgs;
 use crate::config::{Overrides, Settings};
@@ -23,7 +23,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 
     let keys = SigningKeys::load_or_generate(&data_dir.join("jwt-ed25519.pem"))?;
     let users_db = Database::connect(&sqlite_url(&data_dir, "users"), &settings.pool())?;
-    let users = UsersService::start(users_db, keys, users_config(&settings)).await?;
+    let users = UsersService::start(users_db, keys, settings.users_config()?).await?;
     let generated_admin = match settings.admin_email {
         Some(_) => None,
         None => crate::admin::bootstrap_default_admin(&users, &data_dir).await?,
@@ -63,20 +63,4 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 /// The SQLite URL of one service's database in the data dir.
 pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
     format!("sqlite://{}", data_dir.join(format!("{service}.db")).display())
-}
-
-/// The users service's config from the settings.
-pub fn users_config(settings: &Settings) -> UsersConfig {
-    UsersConfig {
-        issuer: settings.jwt_issuer.clone(),
-        rate_limit: settings.users.rate_limit.clone(),
-        hashing: settings.users.hashing,
-        admin: match (&settings.admin_email, &settings.admin_password) {
-            (Some(email), Some(password)) => {
-                Some(AdminCredentials { email: email.clone(), password: password.clone() })
-            }
-            _ => None,
-        },
-        ..UsersConfig::default()
-    }
 }

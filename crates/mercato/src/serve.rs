@@ -9,7 +9,6 @@ use mercato_users::{SigningKeys, UsersService};
 
 use crate::cli::{ServeArgs, Service};
 use crate::config::{Overrides, Settings};
-use crate::embedded::users_config;
 
 pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
@@ -41,7 +40,7 @@ async fn serve_users(settings: Settings) -> anyhow::Result<()> {
         settings.jwt_key_file.clone().unwrap_or_else(|| settings.data_dir.join("jwt-ed25519.pem"));
     let keys = SigningKeys::load_or_generate(&key_file)?;
     let database = Database::connect(&url, &settings.pool())?;
-    let users = UsersService::start(database, keys, users_config(&settings)).await?;
+    let users = UsersService::start(database, keys, settings.users_config()?).await?;
     let (routes, openapi) = users.routes();
     let app = finish(
         routes,

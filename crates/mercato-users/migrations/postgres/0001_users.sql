@@ -24,10 +24,11 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
 CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
 
--- Failed logins per email, for the rate limit that must hold across replicas and restarts.
-CREATE TABLE login_failures (
-    id VARCHAR(36) NOT NULL PRIMARY KEY,
-    email_lower VARCHAR(254) NOT NULL,
-    failed_at BIGINT NOT NULL
+-- Failed logins per email in the current window, for the rate limit that must hold across
+-- replicas and restarts. A login reserves its slot with one conditional update before the password
+-- is checked, so parallel guesses cannot all slip under the limit.
+CREATE TABLE login_attempts (
+    email_lower VARCHAR(254) NOT NULL PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    failures BIGINT NOT NULL
 );
-CREATE INDEX login_failures_email ON login_failures (email_lower, failed_at);

@@ -3,7 +3,7 @@
 //! Query texts use `$N` placeholders and portable SQL; [`Database::sql`] adapts them to the
 //! backend (see `mercato-store`).
 
-pub mod login_failures;
+pub mod login_attempts;
 pub mod refresh_tokens;
 pub mod users;
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::db::{login_failures, refresh_tokens, users};
+use crate::db::{login_attempts, refresh_tokens, users};
 use crate::domain::Fields;
 use crate::http::users::UserResponse;
 use crate::tokens::refresh_token_hash;
@@ -82,40 +82,29 @@ pub async fn login(
 
     let limits = &state.config.rate_limit;
     let now = Timestamp::now();
-    let window_start = now.minus(limits.failed_window);
-    // No connection is held while the password hash runs (~20 ms of CPU).
-    let (failures, user) = {
+    // The attempt takes its slot before the password is checked (see `login_attempts`), and no
+    // connection is held while the hash runs (~20 ms of CPU).
+    let user = {
         let mut conn = state.db.pool().acquire().await?;
-        let failures = login_failures::recent(
+        login_attempts::reserve(
             &state.db,
             &mut conn,
             &email,
-            window_start,
+            now,
+            limits.failed_window,
             limits.failed_per_email,
         )
-        .await?;
-        (failures, users::find_by_email(&state.db, &mut conn, &email).await?)
+        .await?
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        users::find_by_email(&state.db, &mut conn, &email).await?
     };
-    if failures.len() >= limits.failed_per_email as usize {
-        let oldest = failures.first().copied().unwrap_or(now);
-        let reopens = oldest.plus(limits.failed_window);
-        let retry_after = std::time::Duration::from_millis(
-            u64::try_from(reopens.millis() - now.millis()).unwrap_or(0).max(1000),
-        );
-        return Err(ApiError::RateLimited { retry_after });
-    }
     let verified =
         state.passwords.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
-    let Some(user) = user.filter(|_| verified) else {
-        let mut conn = state.db.pool().acquire().await?;
-        login_failures::record(&state.db, &mut conn, &email, now, window_start).await?;
-        return Err(invalid_credentials());
-    };
+    // A failure keeps its slot taken: that is the recorded failure.
+    let Some(user) = user.filter(|_| verified) else { return Err(invalid_credentials()) };
 
     let mut tx = state.db.begin().await?;
-    if !failures.is_empty() {
-        login_failures::clear(&state.db, &mut tx, &email).await?;
-    }
+    login_attempts::clear(&state.db, &mut tx, &email).await?;
     let payload = state.open_session(&mut tx, &user, Uuid::now_v7()).await?;
     tx.commit().await?;
     Ok(Json(payload))
@@ -160,11 +149,14 @@ pub async fn refresh(
 ) -> Result<Json<AuthPayload>, ApiError> {
     let hash = refresh_token_hash(&body.token()?);
     let mut tx = state.db.begin().await?;
+    // Spending first takes the token's row lock before anything else, so concurrent uses of one
+    // token queue behind each other instead of deadlocking (InnoDB) on the family's rows.
+    let spent_now = refresh_tokens::spend(&state.db, &mut tx, &hash).await?;
     let stored = refresh_tokens::find(&state.db, &mut tx, &hash)
         .await?
         .ok_or_else(|| ApiError::invalid_token("unknown refresh token"))?;
-    // Spent before, or spent by a concurrent request a moment ago: a replay either way.
-    if stored.spent != 0 || !refresh_tokens::spend(&state.db, &mut tx, &hash).await? {
+    if !spent_now {
+        // Spent before, or by a concurrent request a moment ago: a replay either way.
         refresh_tokens::revoke_family(&state.db, &mut tx, &stored.family_id).await?;
         tx.commit().await?;
         tracing::warn!(user_id = %stored.user_id, "a spent refresh token was presented; session revoked");

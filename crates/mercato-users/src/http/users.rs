@@ -268,7 +268,7 @@ pub async fn delete_user(
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     users::delete(&state.db, &mut tx, id).await?;
     refresh_tokens::revoke_user(&state.db, &mut tx, id).await?;
-    crate::db::login_failures::clear(&state.db, &mut tx, &user.email.to_lowercase()).await?;
+    crate::db::login_attempts::clear(&state.db, &mut tx, &user.email.to_lowercase()).await?;
     tx.commit().await?;
     tracing::info!(user_id = %id, by = %actor.id(), "user deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -1,0 +1,5 @@
+//! System tests of the `mercato` binary as a process: what a newcomer runs.
+
+mod process;
+mod serve;
+mod up;
