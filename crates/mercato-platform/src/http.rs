@@ -79,6 +79,7 @@ pub fn finish(routes: Router, operations: Operations) -> Router {
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(middleware::from_fn(crate::trace::propagate))
                 .layer(middleware::from_fn(log_server_errors))
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
@@ -95,6 +96,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %request_id,
+        trace_id = tracing::field::Empty,
     )
 }
 

@@ -15,6 +15,7 @@
 //!   use to check a bearer token themselves (JWKS fetched and cached, or keys handed in-process).
 //! - [`health`], [`metrics`], [`telemetry`], [`shutdown`], [`rate_limit`]: readiness checks,
 //!   Prometheus, `tracing` set-up, SIGTERM/Ctrl-C, fixed-window limits.
+//! - [`trace`]: W3C `traceparent` continued from the request into the events it causes.
 //! - [`pagination`], [`time`]: cursor pages and RFC 3339 timestamps kept as epoch milliseconds.
 //!
 //! It must not know any service's resources.
@@ -30,5 +31,6 @@ pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod trace;
 
 pub use error::{ApiError, FieldError};

@@ -145,6 +145,17 @@ impl Database {
         sqlx::AssertSqlSafe(text).into_sql_str()
     }
 
+    /// The text of a query assembled at run time (a list of placeholders for `IN (...)`), with
+    /// the same placeholder rules as [`Database::sql`]. Only placeholders may vary: values are
+    /// always bound, never formatted into the text.
+    pub fn sql_owned(&self, query: String) -> SqlStr {
+        let text = match self.backend {
+            Backend::MySql => dialect::to_positional(&query),
+            _ => query,
+        };
+        sqlx::AssertSqlSafe(text).into_sql_str()
+    }
+
     /// Begins a transaction that will write.
     ///
     /// On SQLite this takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction

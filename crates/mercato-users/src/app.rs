@@ -7,11 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::FromRef;
+use mercato_bus::Outbox;
+use mercato_contracts::{UserCreated, UserDeleted, UserUpdated};
 use mercato_platform::ApiError;
 use mercato_platform::auth::{Claims, Role, TokenVerifier};
 use mercato_platform::health::Readiness;
 use mercato_platform::rate_limit::FixedWindow;
 use mercato_platform::time::Timestamp;
+use mercato_platform::trace::TraceContext;
 use mercato_store::sqlx::AnyConnection;
 use mercato_store::{Database, is_unique_violation};
 use secrecy::SecretString;
@@ -29,6 +32,7 @@ use crate::tokens::{SigningKeys, new_refresh_token, refresh_token_hash};
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) db: Database,
+    pub(crate) outbox: Outbox,
     pub(crate) keys: SigningKeys,
     pub(crate) verifier: TokenVerifier,
     pub(crate) passwords: Passwords,
@@ -50,6 +54,7 @@ impl AppState {
         email: Email,
         password: &Password,
         role: Role,
+        trace: Option<&TraceContext>,
     ) -> Result<User, ApiError> {
         let now = Timestamp::now();
         let user = User {
@@ -67,9 +72,50 @@ impl AppState {
             Err(error) if is_unique_violation(&error) => return Err(email_taken()),
             Err(error) => return Err(error.into()),
         }
+        let event = UserCreated {
+            user_id: user.id,
+            name: user.name.clone(),
+            email: user.email.clone(),
+            role: user.role.as_str().to_owned(),
+        };
+        self.outbox.write(&mut tx, event, now.millis(), trace.map(|t| t.0.clone())).await?;
         tx.commit().await?;
+        self.outbox.notify();
         tracing::info!(user_id = %user.id, role = user.role.as_str(), "user registered");
         Ok(user)
+    }
+
+    /// Records `user.updated` for `user`'s current state in the caller's transaction.
+    pub(crate) async fn user_updated(
+        &self,
+        conn: &mut AnyConnection,
+        user: &User,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), ApiError> {
+        let event = UserUpdated {
+            user_id: user.id,
+            name: user.name.clone(),
+            email: user.email.clone(),
+            role: user.role.as_str().to_owned(),
+        };
+        self.outbox
+            .write(conn, event, user.updated_at.millis(), trace.map(|t| t.0.clone()))
+            .await?;
+        Ok(())
+    }
+
+    /// Records `user.deleted` in the caller's transaction.
+    pub(crate) async fn user_deleted(
+        &self,
+        conn: &mut AnyConnection,
+        user_id: Uuid,
+        trace: Option<&TraceContext>,
+    ) -> Result<(), ApiError> {
+        let event = UserDeleted { user_id };
+        self.outbox
+            .write(conn, event, Timestamp::now().millis(), trace.map(|t| t.0.clone()))
+            .await?;
+        Ok(())
     }
 
     /// Issues an access token and the next refresh token of `family`, within the caller's
@@ -130,6 +176,10 @@ impl UsersService {
         config: UsersConfig,
     ) -> anyhow::Result<Self> {
         database.migrate(&db::MIGRATIONS).await.context("migrating the users database")?;
+        database
+            .migrate(&mercato_bus::MIGRATIONS)
+            .await
+            .context("migrating the users database's outbox")?;
         let verifier = TokenVerifier::with_keys(&config.issuer, &keys.jwks())?;
         let passwords = Passwords::new(config.hashing)?;
         let address_limiter =
@@ -137,6 +187,7 @@ impl UsersService {
         let admin = config.admin.clone();
         let service = Self {
             state: AppState {
+                outbox: Outbox::new(database.clone()),
                 db: database,
                 keys,
                 verifier,
@@ -169,11 +220,24 @@ impl UsersService {
         self.state.verifier.clone()
     }
 
-    /// The service's readiness checks (its database).
+    /// The service's readiness checks (its database, and its outbox backlog as detail).
     pub fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
         readiness.add_database("users.database", self.state.db.clone());
+        let outbox = self.state.outbox.clone();
+        readiness.add("users.outbox", move || {
+            let outbox = outbox.clone();
+            async move {
+                let backlog = outbox.backlog().await.map_err(|error| error.to_string())?;
+                Ok(format!("{backlog} events waiting to be published"))
+            }
+        });
         readiness
+    }
+
+    /// The service's outbox (its relay publishes it onto the bus).
+    pub fn outbox(&self) -> Outbox {
+        self.state.outbox.clone()
     }
 
     pub fn database(&self) -> &Database {
@@ -207,7 +271,7 @@ impl UsersService {
         match existing {
             None => {
                 let name = UserName::parse("Administrator").map_err(anyhow::Error::msg)?;
-                match state.create_user(name, email, &password, Role::Admin).await {
+                match state.create_user(name, email, &password, Role::Admin, None).await {
                     Ok(_) => Ok(()),
                     // Another replica created it a moment ago: make sure of it again.
                     Err(ApiError::Conflict { .. }) => {
@@ -229,7 +293,9 @@ impl UsersService {
                 user.updated_at = Timestamp::now();
                 let mut tx = state.db.begin().await?;
                 users::update(&state.db, &mut tx, &user).await?;
+                state.user_updated(&mut tx, &user, None).await?;
                 tx.commit().await?;
+                state.outbox.notify();
                 tracing::info!(user_id = %user.id, "bootstrap admin updated");
                 Ok(())
             }

@@ -35,6 +35,50 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Watch events and manage dead letters (JetStream with --nats-url, else the embedded log).
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    pub command: EventsCommand,
+    /// The embedded log's data dir (when no NATS URL is configured).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS server(s): use JetStream instead of the embedded log.
+    #[arg(long, global = true, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Subject prefix [default: mercato].
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub nats_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as they are published, one line each.
+    Tail {
+        /// Only this type (`mercato.user.created.v1` or `user.created`); repeatable.
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+    },
+    /// Dead letters: events a consumer gave up on.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish a dead letter again and remove it from the list.
+    Redrive {
+        /// The dead letter's number (from `list`).
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Default, Args)]

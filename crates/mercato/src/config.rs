@@ -200,6 +200,8 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's `Jail` fixes its closures' error type (`figment::Error`, large); not ours to box.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

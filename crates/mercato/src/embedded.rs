@@ -1,15 +1,19 @@
 //! `mercato up`: every service in one process, on one port, with embedded storage.
 //!
 //! Each service still owns its own database (a SQLite file per service under the data dir) and
-//! meets the others only through events and HTTP, exactly as under `mercato serve`.
+//! meets the others only through events and HTTP, exactly as under `mercato serve`. Events travel
+//! through the embedded durable log (`<data-dir>/events.db`) instead of NATS.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use mercato_bus::EventBus;
 use mercato_platform::http::{Operations, finish};
 use mercato_store::Database;
 use mercato_users::{SigningKeys, UsersService};
 
+use crate::backbone::Background;
 use crate::cli::UpArgs;
 use crate::config::{Overrides, Settings};
 
@@ -22,6 +26,8 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
 
     let keys = SigningKeys::load_or_generate(&data_dir.join("jwt-ed25519.pem"))?;
+    let log = crate::backbone::embedded_log(&data_dir).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(log.clone());
     let users_db = Database::connect(&sqlite_url(&data_dir, "users"), &settings.pool())?;
     let users = UsersService::start(users_db, keys, settings.users_config()?).await?;
     let generated_admin = match settings.admin_email {
@@ -29,13 +35,20 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         None => crate::admin::bootstrap_default_admin(&users, &data_dir).await?,
     };
 
+    let mut background = Background::new();
+    let prefix = settings.nats_prefix.clone();
+    background
+        .spawn(users.outbox().relay(bus.clone(), &prefix, "users").run(background.stop_signal()));
+
     let (routes, openapi) = users.routes();
+    let mut readiness = users.readiness();
+    crate::backbone::add_bus_check(&mut readiness, bus.clone());
     let operations = Operations {
-        readiness: users.readiness(),
+        readiness,
         metrics: mercato_platform::metrics::recorder(),
         openapi: mercato_platform::http::document(vec![openapi]),
     };
-    let app = finish(routes, operations);
+    let app = finish(routes.merge(crate::events::asyncapi_route(&prefix)), operations);
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -44,6 +57,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     println!("Mercato is running at http://{address}");
     println!("  REST API      http://{address}/api");
     println!("  OpenAPI       http://{address}/api/openapi.json");
+    println!("  AsyncAPI      http://{address}/api/asyncapi.json");
     println!("  health        http://{address}/health/ready");
     println!("  metrics       http://{address}/metrics");
     println!("  data          {}", data_dir.display());
@@ -55,7 +69,9 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%address, "mercato up is serving");
     mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+    background.stop().await;
     users.database().close().await;
+    log.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,11 +7,15 @@
 //! - [`serve`]: `mercato serve <service>`, one service per process.
 //! - [`admin`]: the bootstrap admin of `mercato up` and `mercato users create-admin`.
 //! - [`migrate`]: `mercato migrate`.
+//! - [`backbone`]: the bus of each shape and the background tasks (outbox relays).
+//! - [`events`]: `mercato events tail|dlq`, and the AsyncAPI route.
 
 mod admin;
+mod backbone;
 mod cli;
 mod config;
 mod embedded;
+mod events;
 mod migrate;
 mod serve;
 
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
             Some(Command::Users(UsersCommand::CreateAdmin(args))) => {
                 admin::create_admin(config, args).await
             }
+            Some(Command::Events(args)) => events::run(config, args).await,
         }
     });
     match outcome {

@@ -22,7 +22,10 @@ pub async fn run(config: Option<&Path>, args: MigrateArgs) -> anyhow::Result<()>
     for (service, url) in targets {
         let database = Database::connect(&url, &settings.pool())?;
         match service {
-            Service::Users => database.migrate(&mercato_users::db::MIGRATIONS).await?,
+            Service::Users => {
+                database.migrate(&mercato_users::db::MIGRATIONS).await?;
+                database.migrate(&mercato_bus::MIGRATIONS).await?;
+            }
             other => anyhow::bail!("the {other:?} service has no database in this version"),
         }
         database.close().await;

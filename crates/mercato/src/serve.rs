@@ -1,12 +1,15 @@
 //! `mercato serve <service>`: one service in its own process.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use mercato_bus::EventBus;
 use mercato_platform::http::{Operations, finish};
 use mercato_store::Database;
 use mercato_users::{SigningKeys, UsersService};
 
+use crate::backbone::Background;
 use crate::cli::{ServeArgs, Service};
 use crate::config::{Overrides, Settings};
 
@@ -41,11 +44,21 @@ async fn serve_users(settings: Settings) -> anyhow::Result<()> {
     let keys = SigningKeys::load_or_generate(&key_file)?;
     let database = Database::connect(&url, &settings.pool())?;
     let users = UsersService::start(database, keys, settings.users_config()?).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
+    let mut background = Background::new();
+    background.spawn(
+        users
+            .outbox()
+            .relay(bus.clone(), &settings.nats_prefix, "users")
+            .run(background.stop_signal()),
+    );
     let (routes, openapi) = users.routes();
+    let mut readiness = users.readiness();
+    crate::backbone::add_bus_check(&mut readiness, bus.clone());
     let app = finish(
-        routes,
+        routes.merge(crate::events::asyncapi_route(&settings.nats_prefix)),
         Operations {
-            readiness: users.readiness(),
+            readiness,
             metrics: mercato_platform::metrics::recorder(),
             openapi: mercato_platform::http::document(vec![openapi]),
         },
@@ -56,6 +69,7 @@ async fn serve_users(settings: Settings) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("Mercato users service is running at http://{address}");
     mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+    background.stop().await;
     users.database().close().await;
     Ok(())
 }

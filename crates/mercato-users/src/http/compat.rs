@@ -4,6 +4,7 @@
 use axum::extract::State;
 use mercato_platform::ApiError;
 use mercato_platform::extract::{ClientAddr, Json, Path};
+use mercato_platform::trace::TraceContext;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -22,9 +23,10 @@ use crate::http::users::{self, Created, RegisterRequest, UserResponse};
 #[deprecated(note = "use POST /api/users")]
 pub async fn register(
     state: State<AppState>,
+    trace: TraceContext,
     body: Json<RegisterRequest>,
 ) -> Result<Created, ApiError> {
-    users::register(state, body).await
+    users::register(state, trace, body).await
 }
 
 /// `= POST /api/auth/login`.

@@ -7,6 +7,7 @@ use mercato_platform::auth::Role;
 use mercato_platform::extract::{Json, Path, Query};
 use mercato_platform::pagination::{Page, decode_cursor, parse_limit};
 use mercato_platform::time::Timestamp;
+use mercato_platform::trace::TraceContext;
 use mercato_store::is_unique_violation;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,7 @@ pub type Created = (StatusCode, HeaderMap, Json<UserResponse>);
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<AppState>,
+    trace: TraceContext,
     Json(body): Json<RegisterRequest>,
 ) -> Result<Created, ApiError> {
     let mut fields = Fields::default();
@@ -84,7 +86,7 @@ pub async fn register(
     let (Some(name), Some(email), Some(password)) = (name, email, password) else {
         return Err(ApiError::Unexpected(anyhow::anyhow!("parsed fields went missing")));
     };
-    let user = state.create_user(name, email, &password, Role::Customer).await?;
+    let user = state.create_user(name, email, &password, Role::Customer, Some(&trace)).await?;
     let location = HeaderValue::from_str(&format!("/api/users/{}", user.id))
         .map_err(|error| ApiError::Unexpected(error.into()))?;
     let mut headers = HeaderMap::new();
@@ -167,6 +169,7 @@ pub struct UpdateUserRequest {
 #[tracing::instrument(skip_all, fields(user_id = %id))]
 pub async fn update_user(
     State(state): State<AppState>,
+    trace: TraceContext,
     actor: Actor,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUserRequest>,
@@ -203,17 +206,21 @@ pub async fn update_user(
         }
     }
     let mut changed = false;
+    let mut profile_changed = false;
     if let Some(name) = name.filter(|name| name.as_str() != user.name) {
         user.name = name.as_str().to_owned();
         changed = true;
+        profile_changed = true;
     }
     if let Some(email) = email.filter(|email| email.as_str() != user.email) {
         user.email = email.as_str().to_owned();
         changed = true;
+        profile_changed = true;
     }
     if let Some(role) = role.filter(|role| *role != user.role) {
         user.role = role;
         changed = true;
+        profile_changed = true;
     }
     let password_changed = password.is_some();
     if let Some(password) = &password {
@@ -236,7 +243,11 @@ pub async fn update_user(
         // A new password ends every session that the old one opened.
         refresh_tokens::revoke_user(&state.db, &mut tx, user.id).await?;
     }
+    if profile_changed {
+        state.user_updated(&mut tx, &user, Some(&trace)).await?;
+    }
     tx.commit().await?;
+    state.outbox.notify();
     Ok(Json(UserResponse::from(&user)))
 }
 
@@ -256,6 +267,7 @@ pub async fn update_user(
 #[tracing::instrument(skip_all, fields(user_id = %id))]
 pub async fn delete_user(
     State(state): State<AppState>,
+    trace: TraceContext,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
@@ -269,7 +281,9 @@ pub async fn delete_user(
     users::delete(&state.db, &mut tx, id).await?;
     refresh_tokens::revoke_user(&state.db, &mut tx, id).await?;
     crate::db::login_attempts::clear(&state.db, &mut tx, &user.email.to_lowercase()).await?;
+    state.user_deleted(&mut tx, id, Some(&trace)).await?;
     tx.commit().await?;
+    state.outbox.notify();
     tracing::info!(user_id = %id, by = %actor.id(), "user deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,6 +3,7 @@
 
 mod admin_list;
 mod compat;
+mod events;
 mod harness;
 mod login;
 mod openapi;

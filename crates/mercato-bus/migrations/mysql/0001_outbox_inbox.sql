@@ -1,0 +1,19 @@
+-- Events waiting to be published (written in the same transaction as the change they describe).
+CREATE TABLE outbox (
+    sequence BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    event_id VARCHAR(36) NOT NULL UNIQUE,
+    subject VARCHAR(200) NOT NULL,
+    aggregate_id VARCHAR(64) NOT NULL,
+    payload TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    published_at BIGINT
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE INDEX outbox_unpublished ON outbox (published_at, sequence);
+
+-- Events a consumer has handled, recorded in the same transaction as their effect.
+CREATE TABLE inbox (
+    consumer VARCHAR(100) NOT NULL,
+    event_id VARCHAR(36) NOT NULL,
+    handled_at BIGINT NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -1,0 +1,25 @@
+//! Mercato's event backbone: how a state change becomes an event that every interested service
+//! applies exactly once, whatever fails in between (DESIGN.md promises 1, 2 and 5).
+//!
+//! - [`outbox`]: [`Outbox::write`] puts an event in the service's own database in the caller's
+//!   transaction; the [`Relay`] publishes those rows with many acks in flight, retries with
+//!   backoff while the bus is down, and marks exactly what was acknowledged. [`MIGRATIONS`] are the
+//!   `outbox` and `inbox` tables every service adds to its database.
+//! - [`consumer`]: [`Consumer`] runs a durable consumer: inbox row and effect in one transaction,
+//!   ack after commit, retries with backoff, dead letters after `max_attempts`. Handlers must cope
+//!   with events of one aggregate in any order (the module docs say how the saga does).
+//! - [`bus`]: the [`EventBus`] trait, the one abstraction with two implementations:
+//!   - [`jetstream`]: NATS JetStream (`mercato serve`);
+//!   - [`embedded`]: a durable log in a SQLite file in the data dir (`mercato up`, tests).
+//!
+//! It must not know any service's tables or events beyond the envelope.
+
+pub mod bus;
+pub mod consumer;
+pub mod embedded;
+pub mod jetstream;
+pub mod outbox;
+
+pub use bus::{BusError, EventBus};
+pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError};
+pub use outbox::{MIGRATIONS, Outbox, Relay, RelaySettings};

@@ -1,0 +1,291 @@
+//! The transactional outbox and its relay (promise 1: no lost event).
+//!
+//! A service writes each event into its own database's `outbox` table **in the same
+//! transaction** as the change the event describes ([`Outbox::write`]): either both commit or
+//! neither does. The [`Relay`] publishes unpublished rows in sequence order, many at a time with
+//! acknowledgements pipelined, and marks exactly the rows the bus acknowledged. While the bus is
+//! down it retries with backoff; the rows wait in the database. A crash between publishing and
+//! marking re-sends them later: the broker drops the re-send by event id inside its duplicate
+//! window, and consumers' inboxes drop it after.
+//!
+//! Order: rows are published in the order their sequence numbers were assigned, which is the
+//! commit order for changes to one aggregate (they lock the same rows). Across a failed publish the
+//! order can break; consumers cope with any order (see [`crate::consumer`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mercato_contracts::{Envelope, Event};
+use mercato_store::sqlx::{self, AnyConnection};
+use mercato_store::{Database, Migrations};
+use tokio::sync::{Notify, watch};
+
+use crate::bus::{EventBus, OutgoingMessage};
+
+/// The bus tables (`outbox`, `inbox`) that live in every service's database, migrated with their
+/// own history table so that they never mix with the service's own migrations.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate::Migrator {
+        table_name: std::borrow::Cow::Borrowed("_mercato_bus_migrations"),
+        ..sqlx::migrate!("./migrations/sqlite")
+    },
+    postgres: sqlx::migrate::Migrator {
+        table_name: std::borrow::Cow::Borrowed("_mercato_bus_migrations"),
+        ..sqlx::migrate!("./migrations/postgres")
+    },
+    mysql: sqlx::migrate::Migrator {
+        table_name: std::borrow::Cow::Borrowed("_mercato_bus_migrations"),
+        ..sqlx::migrate!("./migrations/mysql")
+    },
+};
+
+/// Writes events into a service's outbox and wakes its relay.
+#[derive(Clone)]
+pub struct Outbox {
+    db: Database,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("db", &self.db).finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// The outbox of `db` (whose migrations must include [`MIGRATIONS`]).
+    pub fn new(db: Database) -> Self {
+        Self { db, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Records `event` inside the caller's transaction; returns its event id.
+    #[tracing::instrument(skip_all, fields(event_type = E::TYPE))]
+    pub async fn write<E: Event>(
+        &self,
+        conn: &mut AnyConnection,
+        event: E,
+        now_millis: i64,
+        traceparent: Option<String>,
+    ) -> Result<String, sqlx::Error> {
+        let envelope = Envelope::new(event, now_millis, traceparent);
+        let payload = serde_json::to_string(&envelope)
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        sqlx::query(self.db.sql(
+            "INSERT INTO outbox (event_id, subject, aggregate_id, payload, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(&envelope.id)
+        .bind(format!("{}.{}", E::AGGREGATE, E::ACTION))
+        .bind(&envelope.subject)
+        .bind(payload)
+        .bind(now_millis)
+        .execute(conn)
+        .await?;
+        Ok(envelope.id)
+    }
+
+    /// Tells the relay that rows were committed (call after `commit`). Without it the relay
+    /// still finds them on its next timer tick.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Unpublished rows (for metrics and readiness details).
+    pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
+        let (count,): (i64,) =
+            sqlx::query_as(self.db.sql("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"))
+                .fetch_one(self.db.pool())
+                .await?;
+        Ok(count)
+    }
+
+    /// A relay for this outbox onto `bus`, under subject prefix `prefix`.
+    pub fn relay(&self, bus: Arc<dyn EventBus>, prefix: &str, service: &str) -> Relay {
+        Relay {
+            db: self.db.clone(),
+            wake: self.wake.clone(),
+            bus,
+            prefix: prefix.to_owned(),
+            service: service.to_owned(),
+            settings: RelaySettings::default(),
+        }
+    }
+}
+
+/// How the relay batches and retries.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows per publish call (acks in flight at once).
+    pub batch: u32,
+    /// How often the relay looks without being woken.
+    pub interval: Duration,
+    /// Backoff while the bus is down: doubles from `retry_min` to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Published rows are deleted after this long.
+    pub keep_published: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch: 512,
+            interval: Duration::from_secs(1),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            keep_published: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Publishes a service's outbox. One per service instance; see the module docs.
+pub struct Relay {
+    db: Database,
+    wake: Arc<Notify>,
+    bus: Arc<dyn EventBus>,
+    prefix: String,
+    service: String,
+    settings: RelaySettings,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("service", &self.service).finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    sequence: i64,
+    event_id: String,
+    subject: String,
+    payload: String,
+}
+
+impl Relay {
+    pub fn with_settings(mut self, settings: RelaySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Runs until `stop` turns true, then returns after the batch in hand is settled.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = self.settings.retry_min;
+        let mut last_cleanup = std::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.publish_once().await {
+                Ok(Pass::Drained) => {
+                    backoff = self.settings.retry_min;
+                    if last_cleanup.elapsed() > Duration::from_secs(600) {
+                        self.cleanup().await;
+                        last_cleanup = std::time::Instant::now();
+                    }
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(self.settings.interval) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(Pass::More) => backoff = self.settings.retry_min,
+                Err(error) => {
+                    tracing::warn!(service = %self.service, error = %format!("{error:#}"), retry_in = ?backoff, "outbox relay cannot publish; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch. `More` when the batch was full (look again at once).
+    async fn publish_once(&self) -> anyhow::Result<Pass> {
+        let rows: Vec<Row> = sqlx::query_as(self.db.sql(
+            "SELECT sequence, event_id, subject, payload FROM outbox \
+             WHERE published_at IS NULL ORDER BY sequence LIMIT $1",
+        ))
+        .bind(i64::from(self.settings.batch))
+        .fetch_all(self.db.pool())
+        .await?;
+        metrics::gauge!("outbox_backlog", "service" => self.service.clone()).set(rows.len() as f64);
+        if rows.is_empty() {
+            return Ok(Pass::Drained);
+        }
+        let full = rows.len() == self.settings.batch as usize;
+        let messages = rows
+            .iter()
+            .map(|row| OutgoingMessage {
+                event_id: row.event_id.clone(),
+                subject: format!("{}.{}", self.prefix, row.subject),
+                payload: Bytes::from(row.payload.clone()),
+            })
+            .collect();
+        let outcomes = self.bus.publish(messages).await;
+        let published: Vec<i64> = rows
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(row, _)| row.sequence)
+            .collect();
+        self.mark_published(&published).await?;
+        metrics::counter!("outbox_published_total", "service" => self.service.clone())
+            .increment(published.len() as u64);
+        if let Some(Err(error)) = outcomes.into_iter().find(Result::is_err) {
+            anyhow::bail!(
+                "{} of {} events not published: {error}",
+                rows.len() - published.len(),
+                rows.len()
+            );
+        }
+        Ok(if full { Pass::More } else { Pass::Drained })
+    }
+
+    /// Marks exactly these rows (never a range: a row with a sequence in between may commit
+    /// later and must still be published).
+    async fn mark_published(&self, sequences: &[i64]) -> Result<(), sqlx::Error> {
+        let now = now_millis();
+        for chunk in sequences.chunks(200) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+            let text = format!(
+                "UPDATE outbox SET published_at = $1 WHERE sequence IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(self.db.sql_owned(text)).bind(now);
+            for sequence in chunk {
+                query = query.bind(*sequence);
+            }
+            query.execute(self.db.pool()).await?;
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self) {
+        let before = now_millis()
+            - i64::try_from(self.settings.keep_published.as_millis()).unwrap_or(i64::MAX);
+        let deleted = sqlx::query(
+            self.db.sql("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1"),
+        )
+        .bind(before)
+        .execute(self.db.pool())
+        .await;
+        if let Err(error) = deleted {
+            tracing::warn!(service = %self.service, %error, "cannot delete old outbox rows");
+        }
+    }
+}
+
+enum Pass {
+    Drained,
+    More,
+}
+
+pub(crate) fn now_millis() -> i64 {
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,58 @@
+//! The users service's events: written to its outbox in the same transaction as each change,
+//! never for a refused request, never carrying a password.
+
+use mercato_store::sqlx;
+use mercato_store::{Database, PoolSettings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_EMAIL, json_body, spawn_app, text};
+
+/// The outbox's events after the bootstrap admin's, in order: (type, data).
+async fn outbox_events(url: &str) -> Vec<(String, Value)> {
+    let db = Database::connect(url, &PoolSettings::default()).expect("connecting");
+    let rows: Vec<(String,)> =
+        sqlx::query_as(db.sql("SELECT payload FROM outbox ORDER BY sequence"))
+            .fetch_all(db.pool())
+            .await
+            .expect("reading the outbox");
+    db.close().await;
+    rows.into_iter()
+        .map(|(payload,)| {
+            let envelope: Value = serde_json::from_str(&payload).expect("an envelope");
+            (envelope["type"].as_str().unwrap_or_default().to_owned(), envelope["data"].clone())
+        })
+        .filter(|(_, data)| data["email"] != ADMIN_EMAIL)
+        .collect()
+}
+
+mercato_testkit::backend_tests! {
+    async fn each_change_writes_its_event_and_refusals_write_none(db) {
+        let app = spawn_app(db).await;
+        let url = app.db.url.clone();
+        let session = app.token_for_with("Eve", "eve@example.com", "original password").await;
+        assert_eq!(app.register("Eve Again", "EVE@example.com", "another password").await.status(), StatusCode::CONFLICT);
+        assert_eq!(app.register("", "nobody@example.com", "short").await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+        let path = format!("/api/users/{}", session.id);
+        let renamed = app.patch_json(&path, &json!({"name": "Eve Renamed"}), Some(&session.token)).await;
+        assert_eq!(renamed.status(), StatusCode::OK);
+        // A password change alone changes nothing other services know about: no event.
+        let password = app
+            .patch_json(&path, &json!({"password": "a new password", "currentPassword": "original password"}), Some(&session.token))
+            .await;
+        assert_eq!(password.status(), StatusCode::OK);
+        let relogin = json_body(app.login("eve@example.com", "a new password").await, StatusCode::OK).await;
+        assert_eq!(app.delete(&path, Some(&text(&relogin["token"]))).await.status(), StatusCode::NO_CONTENT);
+
+        let events = outbox_events(&url).await;
+        let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types, ["mercato.user.created.v1", "mercato.user.updated.v1", "mercato.user.deleted.v1"]);
+        assert_eq!(events[0].1, json!({"userId": session.id, "name": "Eve", "email": "eve@example.com", "role": "customer"}));
+        assert_eq!(events[1].1["name"], "Eve Renamed");
+        assert_eq!(events[2].1, json!({"userId": session.id}));
+        for (_, data) in &events {
+            assert!(!data.to_string().to_lowercase().contains("password"), "{data}");
+        }
+    }
+}
