@@ -137,6 +137,10 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Readiness: `Ok(detail)` when the bus can take messages.
     async fn check(&self) -> Result<String, String>;
+
+    /// How far the durable consumer `durable_name` is behind: messages not yet delivered plus
+    /// deliveries not yet acked (for the `bus_consumer_lag` gauge).
+    async fn consumer_lag(&self, durable_name: &str) -> Result<u64, BusError>;
 }
 
 /// True when `subject` matches the NATS-style `filter` (`*` one token, `>` the rest).

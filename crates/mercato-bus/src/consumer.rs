@@ -113,6 +113,14 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// Whether a batch found the database reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The database could not be reached; the batch's events went back to the bus.
+    DatabaseDown,
+}
+
 /// What became of one delivery.
 enum Outcome {
     Applied,
@@ -138,7 +146,15 @@ impl Consumer {
         };
         let mut pause = Duration::from_millis(100);
         let mut subscription = None;
+        let mut lag_measured = std::time::Instant::now() - Duration::from_secs(60);
         while !*stop.borrow() {
+            if lag_measured.elapsed() > Duration::from_secs(10) {
+                lag_measured = std::time::Instant::now();
+                if let Ok(lag) = self.bus.consumer_lag(&self.config.name).await {
+                    metrics::gauge!("bus_consumer_lag", "consumer" => self.config.name.clone())
+                        .set(lag as f64);
+                }
+            }
             let Some(active) = subscription.as_mut() else {
                 match self.bus.subscribe(spec.clone()).await {
                     Ok(opened) => {
@@ -149,7 +165,7 @@ impl Consumer {
                         tracing::warn!(consumer = %self.config.name, %error, "cannot subscribe; retrying");
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
-                            _ = stop.changed() => {}
+                            () = crate::stopped(&mut stop) => {}
                         }
                         pause = (pause * 2).min(Duration::from_secs(5));
                     }
@@ -158,11 +174,15 @@ impl Consumer {
             };
             let fetched = tokio::select! {
                 fetched = active.fetch(self.config.batch, Duration::from_secs(1)) => fetched,
-                _ = stop.changed() => continue,
+                () = crate::stopped(&mut stop) => continue,
             };
             match fetched {
                 Ok(deliveries) if deliveries.is_empty() => {}
-                Ok(deliveries) => self.process(deliveries).await,
+                Ok(deliveries) => {
+                    if self.process(deliveries).await == Health::DatabaseDown {
+                        self.wait_for_database(&mut stop).await;
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(consumer = %self.config.name, %error, "fetch failed; resubscribing");
                     subscription = None;
@@ -172,11 +192,35 @@ impl Consumer {
         }
     }
 
-    /// Applies a batch: together when possible, one by one when not.
-    pub async fn process(&self, deliveries: Vec<Delivery>) {
+    /// While the database is down nothing is fetched: every fetch would only return the events
+    /// again and spend their attempts. Resumes when the database answers (or on stop).
+    async fn wait_for_database(&self, stop: &mut watch::Receiver<bool>) {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = crate::stopped(stop) => return,
+            }
+            if self.db.ping().await.is_ok() {
+                tracing::info!(consumer = %self.config.name, "database is back; consuming again");
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Applies a batch: together when possible, one by one when not. Tells whether the
+    /// database was found unavailable (the events were returned to the bus, none dead-lettered).
+    pub async fn process(&self, deliveries: Vec<Delivery>) -> Health {
         let mut ready = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             if delivery.attempt > self.config.max_attempts {
+                // Attempts may have been spent by outages before this one was noticed: an event
+                // is never dead-lettered while the database cannot be reached.
+                if self.db.ping().await.is_err() {
+                    let _ = delivery.settle.nak(Duration::from_secs(1)).await;
+                    return Health::DatabaseDown;
+                }
                 let reason = format!("gave up after {} deliveries", delivery.attempt - 1);
                 self.dead_letter(delivery, &reason).await;
                 continue;
@@ -189,7 +233,7 @@ impl Consumer {
             }
         }
         if ready.is_empty() {
-            return;
+            return Health::Ok;
         }
         if ready.len() > 1 {
             match self.apply_together(&ready).await {
@@ -198,14 +242,20 @@ impl Consumer {
                         self.record(&event, &outcome);
                         settle_ack(delivery).await;
                     }
-                    return;
+                    return Health::Ok;
                 }
                 Err(error) => {
                     tracing::debug!(consumer = %self.config.name, error = %error, "batch failed; applying its events one by one");
                 }
             }
         }
+        let mut health = Health::Ok;
         for (delivery, event) in ready {
+            if health == Health::DatabaseDown {
+                // The rest of the batch goes back untried.
+                let _ = delivery.settle.nak(Duration::from_secs(1)).await;
+                continue;
+            }
             match self.apply(std::slice::from_ref(&event)).await {
                 Ok(outcomes) => {
                     if let Some(outcome) = outcomes.first() {
@@ -213,9 +263,10 @@ impl Consumer {
                     }
                     settle_ack(delivery).await;
                 }
-                Err(error) => self.failed(delivery, &event, error).await,
+                Err(error) => health = self.failed(delivery, &event, error).await,
             }
         }
+        health
     }
 
     async fn apply_together(
@@ -226,11 +277,21 @@ impl Consumer {
         self.apply(&events).await
     }
 
-    /// One transaction: inbox row first, effect second, for each event.
+    /// One transaction: inbox rows first, effects second. A batch records its inbox rows with
+    /// two statements (which are new, then insert those), not two round trips per event.
     async fn apply(&self, events: &[Envelope<Value>]) -> Result<Vec<Outcome>, HandlerError> {
         let mut tx = self.db.begin().await?;
+        let fresh = if events.len() == 1 {
+            vec![record_in_inbox(&self.db, &mut tx, &self.config.name, &events[0].id).await?]
+        } else {
+            record_batch_in_inbox(&self.db, &mut tx, &self.config.name, events).await?
+        };
         let mut outcomes = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, fresh) in events.iter().zip(fresh) {
+            if !fresh {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
             let span = tracing::info_span!(
                 "consume",
                 consumer = %self.config.name,
@@ -238,15 +299,8 @@ impl Consumer {
                 event_id = %event.id,
                 traceparent = event.traceparent.as_deref().unwrap_or(""),
             );
-            let outcome = async {
-                if !record_in_inbox(&self.db, &mut tx, &self.config.name, &event.id).await? {
-                    return Ok(Outcome::Duplicate);
-                }
-                self.handler.handle(&mut tx, event).await.map(|()| Outcome::Applied)
-            }
-            .instrument(span)
-            .await?;
-            outcomes.push(outcome);
+            self.handler.handle(&mut tx, event).instrument(span).await?;
+            outcomes.push(Outcome::Applied);
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -262,17 +316,22 @@ impl Consumer {
             .increment(1);
     }
 
-    async fn failed(&self, delivery: Delivery, event: &Envelope<Value>, error: HandlerError) {
+    async fn failed(
+        &self,
+        delivery: Delivery,
+        event: &Envelope<Value>,
+        error: HandlerError,
+    ) -> Health {
         let database_down = matches!(&error, HandlerError::Retry(cause)
             if cause.downcast_ref::<sqlx::Error>().is_some_and(mercato_store::is_unavailable));
-        match error {
-            HandlerError::Retry(cause) if database_down => {
-                // Not the event's fault: no attempt is spent towards the dead letters.
-                tracing::warn!(consumer = %self.config.name, error = %format!("{cause:#}"), "database unavailable; event returned");
-                if let Err(error) = delivery.settle.nak(Duration::from_secs(1)).await {
-                    tracing::warn!(%error, "cannot return a delivery; it comes back after ack_wait");
-                }
+        if database_down {
+            tracing::warn!(consumer = %self.config.name, "database unavailable; event returned, consumption paused");
+            if let Err(error) = delivery.settle.nak(Duration::from_secs(1)).await {
+                tracing::warn!(%error, "cannot return a delivery; it comes back after ack_wait");
             }
+            return Health::DatabaseDown;
+        }
+        match error {
             HandlerError::Retry(cause) if delivery.attempt < self.config.max_attempts => {
                 let delay = self.config.delay_after(delivery.attempt);
                 tracing::warn!(consumer = %self.config.name, event_id = %event.id, attempt = delivery.attempt, retry_in = ?delay, error = %format!("{cause:#}"), "event failed; will retry");
@@ -288,6 +347,7 @@ impl Consumer {
                 self.dead_letter(delivery, &format!("rejected: {cause:#}")).await;
             }
         }
+        Health::Ok
     }
 
     /// Parks a delivery; if even that fails, it is returned to the bus to try again later.
@@ -295,6 +355,8 @@ impl Consumer {
         tracing::error!(consumer = %self.config.name, subject = %delivery.subject, sequence = delivery.sequence, attempt = delivery.attempt, %reason, "event dead-lettered");
         match self.bus.dead_letter(&self.config.name, &delivery, reason).await {
             Ok(()) => {
+                metrics::counter!("bus_dead_letters_total", "consumer" => self.config.name.clone())
+                    .increment(1);
                 if let Err(error) = delivery.settle.term().await {
                     tracing::warn!(%error, "cannot settle a dead-lettered delivery");
                 }
@@ -312,6 +374,63 @@ async fn settle_ack(delivery: Delivery) {
         // The effect is committed; a redelivery is skipped by the inbox.
         tracing::warn!(%error, "cannot ack a handled event; its redelivery will be skipped");
     }
+}
+
+/// Records the events of a batch in the inbox; for each, `true` when it is new. Two statements:
+/// which ids are there already, then one multi-row insert of the others. When a concurrent
+/// consumer recorded one in between, the insert counts fewer rows than expected and the batch
+/// fails (it is then applied one event at a time, the exact path).
+async fn record_batch_in_inbox(
+    db: &Database,
+    conn: &mut AnyConnection,
+    consumer: &str,
+    events: &[Envelope<Value>],
+) -> Result<Vec<bool>, HandlerError> {
+    let placeholders: Vec<String> = (2..events.len() + 2).map(|n| format!("${n}")).collect();
+    let text = format!(
+        "SELECT event_id FROM inbox WHERE consumer = $1 AND event_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (String,)>(db.sql_owned(text)).bind(consumer);
+    for event in events {
+        query = query.bind(&event.id);
+    }
+    let known: std::collections::HashSet<String> =
+        query.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect();
+    let mut seen = std::collections::HashSet::new();
+    // New: not in the inbox, and the first copy of its id in this batch.
+    let fresh: Vec<bool> =
+        events.iter().map(|e| !known.contains(&e.id) && seen.insert(e.id.as_str())).collect();
+    let new_ids: Vec<&str> =
+        events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e.id.as_str()).collect();
+    if new_ids.is_empty() {
+        return Ok(fresh);
+    }
+    let rows: Vec<String> = (0..new_ids.len())
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    let text = match db.backend() {
+        Backend::MySql => format!(
+            "INSERT IGNORE INTO inbox (consumer, event_id, handled_at) VALUES {}",
+            rows.join(", ")
+        ),
+        _ => format!(
+            "INSERT INTO inbox (consumer, event_id, handled_at) VALUES {} ON CONFLICT DO NOTHING",
+            rows.join(", ")
+        ),
+    };
+    let now = now_millis();
+    let mut insert = sqlx::query(db.sql_owned(text));
+    for id in &new_ids {
+        insert = insert.bind(consumer).bind(*id).bind(now);
+    }
+    let inserted = insert.execute(&mut *conn).await?.rows_affected();
+    if inserted != new_ids.len() as u64 {
+        return Err(HandlerError::Retry(anyhow::anyhow!(
+            "another consumer recorded events of this batch at the same time"
+        )));
+    }
+    Ok(fresh)
 }
 
 /// Records `(consumer, event_id)`; `false` when it was there already (handled before).

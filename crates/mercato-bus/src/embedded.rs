@@ -423,6 +423,23 @@ impl EventBus for EmbeddedLog {
         Ok(stream.boxed())
     }
 
+    async fn consumer_lag(&self, durable_name: &str) -> Result<u64, BusError> {
+        // Counts every message after the position, also those the consumer's filters would skip:
+        // an upper bound, cheap to get.
+        let db = &self.shared.db;
+        let row: Option<(i64,)> = sqlx::query_as(db.sql(
+            "SELECT (SELECT COUNT(*) FROM messages WHERE sequence > \
+             COALESCE((SELECT last_sequence FROM consumers WHERE name = $1), 0)) \
+             + (SELECT COUNT(*) FROM pending WHERE consumer = $2)",
+        ))
+        .bind(durable_name)
+        .bind(durable_name)
+        .fetch_optional(db.pool())
+        .await
+        .map_err(|error| BusError::Unavailable(error.to_string()))?;
+        Ok(row.map_or(0, |(lag,)| u64::try_from(lag).unwrap_or(0)))
+    }
+
     async fn check(&self) -> Result<String, String> {
         let db = &self.shared.db;
         let count: i64 = sqlx::query_scalar(db.sql("SELECT COUNT(*) FROM messages"))

@@ -220,7 +220,6 @@ impl EventBus for JetStreamBus {
             .map_err(unavailable)?
             .await
             .map_err(unavailable)?;
-        metrics::counter!("bus_dead_letters_total", "consumer" => consumer.to_owned()).increment(1);
         Ok(())
     }
 
@@ -289,6 +288,13 @@ impl EventBus for JetStreamBus {
             streams.push(subscriber.map(|message| (message.subject.to_string(), message.payload)));
         }
         Ok(futures::stream::select_all(streams).boxed())
+    }
+
+    async fn consumer_lag(&self, durable_name: &str) -> Result<u64, BusError> {
+        self.ensure_streams().await?;
+        let stream = self.jetstream.get_stream(&self.stream).await.map_err(unavailable)?;
+        let info = stream.consumer_info(durable_name).await.map_err(unavailable)?;
+        Ok(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0))
     }
 
     async fn check(&self) -> Result<String, String> {

@@ -20,6 +20,14 @@ pub mod embedded;
 pub mod jetstream;
 pub mod outbox;
 
+/// Resolves when `stop` turns true. A dropped sender never stops anything: the task then runs
+/// until the process ends (waiting on `changed()` alone would return at once, forever).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|stopped| *stopped).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub use bus::{BusError, EventBus};
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError};
 pub use outbox::{MIGRATIONS, Outbox, Relay, RelaySettings};

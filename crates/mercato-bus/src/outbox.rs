@@ -187,7 +187,7 @@ impl Relay {
                     tokio::select! {
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(self.settings.interval) => {}
-                        _ = stop.changed() => {}
+                        () = crate::stopped(&mut stop) => {}
                     }
                 }
                 Ok(Pass::More) => backoff = self.settings.retry_min,
@@ -195,7 +195,7 @@ impl Relay {
                     tracing::warn!(service = %self.service, error = %format!("{error:#}"), retry_in = ?backoff, "outbox relay cannot publish; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
+                        () = crate::stopped(&mut stop) => {}
                     }
                     backoff = (backoff * 2).min(self.settings.retry_max);
                 }

@@ -5,6 +5,8 @@
 //! - [`backend_tests!`]: runs one test body against all three backends, as three tests.
 //! - [`TestServer`]: serves a router on `127.0.0.1:0`, like the real binary, and stops it on drop.
 //! - [`wait_until`]: bounded polling for a condition, so no test depends on timing luck.
+//! - [`nats`]: the shared NATS server's URL, unique subject prefixes, and a private
+//!   `nats-server` ([`NatsServer`]) for drills that stop the broker.
 //!
 //! Server URLs come from `MERCATO_TEST_POSTGRES_URL` and `MERCATO_TEST_MYSQL_URL` (defaults: the
 //! machine's local servers). An unreachable server skips the test with a loud message, unless
@@ -17,7 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mercato_store::sqlx::{self, Connection};
 
+pub mod nats;
+
 pub use mercato_store::Backend;
+pub use nats::{NatsServer, shared_nats_url, unique_prefix};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/mysql";
