@@ -56,3 +56,34 @@ mercato_testkit::backend_tests! {
         }
     }
 }
+
+mercato_testkit::backend_tests! {
+    async fn the_callers_trace_continues_into_the_event(db) {
+        let app = spawn_app(db).await;
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let response = app
+            .client
+            .post(app.url("/api/users"))
+            .header("traceparent", parent)
+            .json(&json!({"name": "Tracy", "email": "tracy@example.com", "password": "followed!"}))
+            .send()
+            .await
+            .expect("register answers");
+        assert_eq!(response.status(), StatusCode::CREATED);
+
+        let db = Database::connect(&app.db.url, &PoolSettings::default()).expect("connecting");
+        let (payload,): (String,) = sqlx::query_as(db.sql(
+            "SELECT payload FROM outbox WHERE payload LIKE '%tracy@example.com%'",
+        ))
+        .fetch_one(db.pool())
+        .await
+        .expect("the event is in the outbox");
+        db.close().await;
+        let envelope: Value = serde_json::from_str(&payload).expect("an envelope");
+        let traceparent = envelope["traceparent"].as_str().expect("a traceparent");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace as the request");
+        assert_ne!(parts[2], "00f067aa0ba902b7", "a span of its own");
+    }
+}
