@@ -376,36 +376,21 @@ async fn settle_ack(delivery: Delivery) {
     }
 }
 
-/// Records the events of a batch in the inbox; for each, `true` when it is new. Two statements:
-/// which ids are there already, then one multi-row insert of the others. When a concurrent
-/// consumer recorded one in between, the insert counts fewer rows than expected and the batch
-/// fails (it is then applied one event at a time, the exact path).
+/// Records the events of a batch in the inbox with one multi-row insert; for each, `true` when
+/// it is new (a second copy of an id in the batch is not). When the insert stores fewer rows than
+/// it was given, some were handled before (a redelivery) and the batch fails, to be applied one
+/// event at a time, the exact path. No `SELECT` first: a generic plan made while the inbox was
+/// empty turned it into a scan of the whole inbox per batch on PostgreSQL.
 async fn record_batch_in_inbox(
     db: &Database,
     conn: &mut AnyConnection,
     consumer: &str,
     events: &[Envelope<Value>],
 ) -> Result<Vec<bool>, HandlerError> {
-    let placeholders: Vec<String> = (2..events.len() + 2).map(|n| format!("${n}")).collect();
-    let text = format!(
-        "SELECT event_id FROM inbox WHERE consumer = $1 AND event_id IN ({})",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_as::<_, (String,)>(db.sql_owned(text)).bind(consumer);
-    for event in events {
-        query = query.bind(&event.id);
-    }
-    let known: std::collections::HashSet<String> =
-        query.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect();
     let mut seen = std::collections::HashSet::new();
-    // New: not in the inbox, and the first copy of its id in this batch.
-    let fresh: Vec<bool> =
-        events.iter().map(|e| !known.contains(&e.id) && seen.insert(e.id.as_str())).collect();
+    let fresh: Vec<bool> = events.iter().map(|e| seen.insert(e.id.as_str())).collect();
     let new_ids: Vec<&str> =
         events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e.id.as_str()).collect();
-    if new_ids.is_empty() {
-        return Ok(fresh);
-    }
     let rows: Vec<String> = (0..new_ids.len())
         .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
         .collect();
@@ -427,7 +412,8 @@ async fn record_batch_in_inbox(
     let inserted = insert.execute(&mut *conn).await?.rows_affected();
     if inserted != new_ids.len() as u64 {
         return Err(HandlerError::Retry(anyhow::anyhow!(
-            "another consumer recorded events of this batch at the same time"
+            "{} events of this batch were handled before",
+            new_ids.len() as u64 - inserted
         )));
     }
     Ok(fresh)
