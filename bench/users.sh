@@ -37,6 +37,16 @@ run_scenarios() {
   local label=$1 base="http://127.0.0.1:$port"
   curl -sf -X POST "$base/api/users" -H 'content-type: application/json' \
     -d '{"name":"Bench","email":"bench@example.com","password":"benchmark-password"}' >/dev/null
+  # 100 accounts for the login scenario, 8 registrations at a time (only these curls are waited
+  # for: a bare `wait` would wait for the server too).
+  local pids=()
+  for i in $(seq 0 99); do
+    curl -sf -X POST "$base/api/users" -H 'content-type: application/json' \
+      -d "{\"name\":\"Bench $i\",\"email\":\"bench-$i@example.com\",\"password\":\"benchmark-password\"}" >/dev/null &
+    pids+=("$!")
+    if (( ${#pids[@]} == 8 )); then wait "${pids[@]}"; pids=(); fi
+  done
+  if (( ${#pids[@]} > 0 )); then wait "${pids[@]}"; fi
   token=$(curl -sf -X POST "$base/api/auth/login" -H 'content-type: application/json' \
     -d '{"email":"bench@example.com","password":"benchmark-password"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
