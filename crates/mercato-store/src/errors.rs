@@ -13,11 +13,29 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
-            // PostgreSQL: admin shutdown, crash shutdown, cannot connect now, too many connections.
-            // MySQL: server shutdown in progress, too many connections. SQLite: busy after timeout.
+            // Codes that mean the database cannot serve this service right now, not that a query
+            // was wrong. PostgreSQL: admin or crash shutdown, cannot connect now, too many
+            // connections, not accepting connections (55000 at connect), database missing,
+            // authentication failed. MySQL: shutdown in progress, too many connections, access
+            // denied, unknown database. SQLite: busy after the timeout.
             matches!(
                 db.code().as_deref(),
-                Some("57P01" | "57P02" | "57P03" | "53300" | "1053" | "1040" | "5" | "517")
+                Some(
+                    "57P01"
+                        | "57P02"
+                        | "57P03"
+                        | "53300"
+                        | "55000"
+                        | "3D000"
+                        | "28000"
+                        | "28P01"
+                        | "1053"
+                        | "1040"
+                        | "1045"
+                        | "1049"
+                        | "5"
+                        | "517"
+                )
             )
         }
         _ => false,

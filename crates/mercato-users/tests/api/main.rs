@@ -7,6 +7,7 @@ mod events;
 mod harness;
 mod login;
 mod openapi;
+mod outage;
 mod plumbing;
 mod registration;
 mod tokens;
