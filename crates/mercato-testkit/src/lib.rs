@@ -22,10 +22,22 @@ use mercato_store::sqlx::{self, Connection};
 pub mod nats;
 
 pub use mercato_store::Backend;
-pub use nats::{NatsServer, shared_nats_url, unique_prefix};
+pub use nats::{NatsServer, reachable_shared_nats, shared_nats_url, unique_prefix};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/mysql";
+
+/// Skips a test whose server is unreachable, or fails it when servers are required. The message
+/// goes to the process's stderr handle itself: `eprintln!` inside a passing test is captured by
+/// the test harness and never shown, which would make the skip silent.
+pub fn skip_or_fail(what: &str) {
+    assert!(!servers_required(), "{what}, and servers are required (MERCATO_REQUIRE_SERVERS=1)");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED: {what}; set MERCATO_REQUIRE_SERVERS=1 to make this a failure ***\n"
+    );
+}
 
 /// True when tests must fail, not skip, when a server is unreachable.
 pub fn servers_required() -> bool {
@@ -82,11 +94,7 @@ impl TestDatabase {
                 Some(Self { backend, url: url_with_database(&admin, &name), name, _dir: None })
             }
             Err(error) if !servers_required() => {
-                eprintln!(
-                    "\n*** SKIPPED: {} is unreachable at {admin} ({error:#}); \
-                     set MERCATO_REQUIRE_SERVERS=1 to make this a failure ***\n",
-                    backend.name()
-                );
+                skip_or_fail(&format!("{} is unreachable at {admin} ({error:#})", backend.name()));
                 None
             }
             Err(error) => {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::servers_required;
 
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_BINARY: &str = "/usr/sbin/nats-server";
@@ -21,6 +20,26 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The shared NATS server of the machine (`MERCATO_TEST_NATS_URL`).
 pub fn shared_nats_url() -> String {
     std::env::var("MERCATO_TEST_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_owned())
+}
+
+/// The shared NATS server's URL when it accepts connections; `None` after a loud message when
+/// it does not and servers are not required (panics when they are), like [`crate::TestDatabase`].
+pub async fn reachable_shared_nats() -> Option<String> {
+    let url = shared_nats_url();
+    let authority = url.split("://").nth(1).unwrap_or(&url).split('/').next().unwrap_or_default();
+    let address = authority.rsplit('@').next().unwrap_or(authority).to_owned();
+    let connect = tokio::net::TcpStream::connect(address.clone());
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => Some(url),
+        outcome => {
+            let reason = match outcome {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no answer within 3 s".to_owned(),
+            };
+            crate::skip_or_fail(&format!("NATS is unreachable at {url} ({reason})"));
+            None
+        }
+    }
 }
 
 /// A subject prefix no other test uses: `t` and 12 random hex digits (one subject token, so
@@ -52,11 +71,7 @@ impl NatsServer {
         let Some(binary) = find_binary() else {
             let message = "no nats-server binary (looked at MERCATO_TEST_NATS_SERVER, \
                            /usr/sbin/nats-server and PATH)";
-            assert!(!servers_required(), "a private nats-server is required: {message}");
-            eprintln!(
-                "\n*** SKIPPED: {message}; set MERCATO_REQUIRE_SERVERS=1 to make this a \
-                 failure ***\n"
-            );
+            crate::skip_or_fail(message);
             return None;
         };
         let store = tempfile::tempdir().expect("a temporary directory for the JetStream store");

@@ -149,10 +149,9 @@ async fn an_empty_dead_letter_list_says_so() {
 
 #[tokio::test]
 async fn serve_users_publishes_to_jetstream_under_its_prefix() {
+    let Some(nats) = mercato_testkit::reachable_shared_nats().await else { return };
     let Some(db) = TestDatabase::create(Backend::Postgres).await else { return };
-    let nats =
-        std::env::var("MERCATO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let prefix = format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let prefix = mercato_testkit::unique_prefix();
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().display().to_string();
     let users = Mercato::start(command(&[
