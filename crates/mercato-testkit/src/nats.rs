@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 const DEFAULT_BINARY: &str = "/usr/sbin/nats-server";
 /// How long a started server has to accept connections.
