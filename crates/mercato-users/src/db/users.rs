@@ -3,7 +3,7 @@
 use mercato_platform::auth::Role;
 use mercato_platform::time::Timestamp;
 use mercato_store::sqlx::{self, AnyConnection, FromRow};
-use mercato_store::{Database, dialect};
+use mercato_store::{Backend, Database, dialect};
 use uuid::Uuid;
 
 /// A stored account.
@@ -82,6 +82,28 @@ pub async fn find(
     .bind(id.to_string())
     .fetch_optional(conn)
     .await?;
+    row.map(User::try_from).transpose()
+}
+
+/// Reads the account and locks its row until the transaction ends (SQLite's `BEGIN IMMEDIATE`
+/// already holds the database's write lock), so a read-modify-write cannot lose another's change.
+#[tracing::instrument(skip_all, fields(user_id = %id))]
+pub async fn find_for_update(
+    db: &Database,
+    conn: &mut AnyConnection,
+    id: Uuid,
+) -> Result<Option<User>, sqlx::Error> {
+    let text = match db.backend() {
+        Backend::Sqlite => db.sql(
+            "SELECT id, name, email, password_hash, role, created_at, updated_at FROM users \
+             WHERE id = $1",
+        ),
+        Backend::Postgres | Backend::MySql => db.sql(
+            "SELECT id, name, email, password_hash, role, created_at, updated_at FROM users \
+             WHERE id = $1 FOR UPDATE",
+        ),
+    };
+    let row = sqlx::query_as::<_, UserRow>(text).bind(id.to_string()).fetch_optional(conn).await?;
     row.map(User::try_from).transpose()
 }
 

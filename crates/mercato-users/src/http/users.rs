@@ -193,62 +193,75 @@ pub async fn update_user(
         return Err(ApiError::forbidden("only an admin may change a role"));
     }
 
-    let mut conn = state.db.pool().acquire().await?;
-    let mut user = users::find(&state.db, &mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such user"))?;
-    drop(conn);
-
-    if let (Some(_), true) = (&password, own_account) {
-        let current = SecretString::from(body.current_password.unwrap_or_default());
-        if !state.passwords.verify(&current, Some(&user.password_hash)).await? {
+    // The password work (seconds of CPU at worst) runs outside any transaction; the change is
+    // then applied to the row as it is under lock, so concurrent updates of different fields
+    // all survive. If the password hash changed meanwhile, the check starts over.
+    let new_hash = match &password {
+        Some(password) => Some(state.passwords.hash(password.secret()).await?),
+        None => None,
+    };
+    let current = SecretString::from(body.current_password.unwrap_or_default());
+    for _ in 0..3 {
+        let mut conn = state.db.pool().acquire().await?;
+        let seen = users::find(&state.db, &mut conn, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        drop(conn);
+        if password.is_some()
+            && own_account
+            && !state.passwords.verify(&current, Some(&seen.password_hash)).await?
+        {
             return Err(ApiError::forbidden("the current password is wrong"));
         }
-    }
-    let mut changed = false;
-    let mut profile_changed = false;
-    if let Some(name) = name.filter(|name| name.as_str() != user.name) {
-        user.name = name.as_str().to_owned();
-        changed = true;
-        profile_changed = true;
-    }
-    if let Some(email) = email.filter(|email| email.as_str() != user.email) {
-        user.email = email.as_str().to_owned();
-        changed = true;
-        profile_changed = true;
-    }
-    if let Some(role) = role.filter(|role| *role != user.role) {
-        user.role = role;
-        changed = true;
-        profile_changed = true;
-    }
-    let password_changed = password.is_some();
-    if let Some(password) = &password {
-        user.password_hash = state.passwords.hash(password.secret()).await?;
-        changed = true;
-    }
-    if !changed {
+
+        let mut tx = state.db.begin().await?;
+        let mut user = users::find_for_update(&state.db, &mut tx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        if user.password_hash != seen.password_hash {
+            continue;
+        }
+        let mut profile_changed = false;
+        if let Some(name) = name.as_ref().filter(|name| name.as_str() != user.name) {
+            user.name = name.as_str().to_owned();
+            profile_changed = true;
+        }
+        if let Some(email) = email.as_ref().filter(|email| email.as_str() != user.email) {
+            user.email = email.as_str().to_owned();
+            profile_changed = true;
+        }
+        if let Some(role) = role.filter(|role| *role != user.role) {
+            user.role = role;
+            profile_changed = true;
+        }
+        if let Some(hash) = &new_hash {
+            user.password_hash = hash.clone();
+        }
+        if !profile_changed && new_hash.is_none() {
+            return Ok(Json(UserResponse::from(&user)));
+        }
+        user.updated_at = Timestamp::now();
+        match users::update(&state.db, &mut tx, &user).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ApiError::not_found("no such user")),
+            Err(error) if is_unique_violation(&error) => return Err(email_taken()),
+            Err(error) => return Err(error.into()),
+        }
+        if new_hash.is_some() {
+            // A new password ends every session that the old one opened.
+            refresh_tokens::revoke_user(&state.db, &mut tx, user.id).await?;
+        }
+        if profile_changed {
+            state.user_updated(&mut tx, &user, Some(&trace)).await?;
+        }
+        tx.commit().await?;
+        state.outbox.notify();
         return Ok(Json(UserResponse::from(&user)));
     }
-    user.updated_at = Timestamp::now();
-
-    let mut tx = state.db.begin().await?;
-    match users::update(&state.db, &mut tx, &user).await {
-        Ok(true) => {}
-        Ok(false) => return Err(ApiError::not_found("no such user")),
-        Err(error) if is_unique_violation(&error) => return Err(email_taken()),
-        Err(error) => return Err(error.into()),
-    }
-    if password_changed {
-        // A new password ends every session that the old one opened.
-        refresh_tokens::revoke_user(&state.db, &mut tx, user.id).await?;
-    }
-    if profile_changed {
-        state.user_updated(&mut tx, &user, Some(&trace)).await?;
-    }
-    tx.commit().await?;
-    state.outbox.notify();
-    Ok(Json(UserResponse::from(&user)))
+    Err(ApiError::conflict(
+        "update_in_progress",
+        "the password was changed by another request meanwhile; try again",
+    ))
 }
 
 /// Delete an account: its personal data and sessions go, its email is free again.

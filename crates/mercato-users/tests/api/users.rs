@@ -442,3 +442,26 @@ backend_tests! {
         }
     }
 }
+
+backend_tests! {
+    async fn concurrent_updates_of_different_fields_all_survive(db) {
+        let app = spawn_app(db).await;
+        let ada = app.token_for("Ada", "ada@example.com").await;
+        let admin = app.admin().await;
+        let path = format!("/api/users/{}", ada.id);
+        for round in 0..10 {
+            let name = format!("Ada {round}");
+            let email = format!("ada{round}@example.com");
+            let (new_name, new_email) = (json!({"name": name}), json!({"email": email}));
+            let (by_owner, by_admin) = tokio::join!(
+                app.patch_json(&path, &new_name, Some(&ada.token)),
+                app.patch_json(&path, &new_email, Some(&admin.token)),
+            );
+            json_body(by_owner, StatusCode::OK).await;
+            json_body(by_admin, StatusCode::OK).await;
+            let now = user_as_admin(&app, &ada.id).await;
+            assert_eq!(now["name"], name.as_str(), "round {round}: the name change was lost");
+            assert_eq!(now["email"], email.as_str(), "round {round}: the email change was lost");
+        }
+    }
+}
