@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::bus::{ConsumerSpec, Delivery, EventBus};
-use crate::outbox::now_millis;
+use crate::outbox::{Outbox, now_millis};
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,8 @@ pub struct Consumer {
     bus: Arc<dyn EventBus>,
     config: ConsumerConfig,
     handler: Arc<dyn Handler>,
+    /// The outbox a handler writes to, woken after each commit so its events leave at once.
+    outbox: Option<Outbox>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -134,7 +136,13 @@ impl Consumer {
         config: ConsumerConfig,
         handler: Arc<dyn Handler>,
     ) -> Self {
-        Self { db, bus, config, handler }
+        Self { db, bus, config, handler, outbox: None }
+    }
+
+    /// Wakes `outbox`'s relay after every commit: for handlers that emit events.
+    pub fn waking(mut self, outbox: Outbox) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// Runs until `stop` turns true; the batch in hand is finished (acked or returned) first.
@@ -303,6 +311,9 @@ impl Consumer {
             outcomes.push(Outcome::Applied);
         }
         tx.commit().await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.notify();
+        }
         Ok(outcomes)
     }
 

@@ -16,7 +16,9 @@
 //! - [`health`], [`metrics`], [`telemetry`], [`shutdown`], [`rate_limit`]: readiness checks,
 //!   Prometheus, `tracing` set-up, SIGTERM/Ctrl-C, fixed-window limits.
 //! - [`trace`]: W3C `traceparent` continued from the request into the events it causes.
-//! - [`pagination`], [`time`]: cursor pages and RFC 3339 timestamps kept as epoch milliseconds.
+//! - [`pagination`], [`time`], [`money`]: cursor pages, RFC 3339 timestamps kept as epoch
+//!   milliseconds, amounts kept as cents and shown as decimal strings.
+//! - [`validation`]: [`validation::Fields`] collects every invalid field of a body into one `422`.
 //!
 //! It must not know any service's resources.
 
@@ -26,11 +28,13 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod money;
 pub mod pagination;
 pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 pub mod trace;
+pub mod validation;
 
 pub use error::{ApiError, FieldError};

@@ -117,6 +117,17 @@ impl Database {
                 })
             });
         }
+        if backend == Backend::MySql {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // PostgreSQL's isolation level on MySQL too: one set of semantics for the
+                    // code, and no gap locks, so "lock the row if it exists, else insert it"
+                    // cannot deadlock two transactions on neighbouring keys (ADR 0006).
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    Ok(())
+                })
+            });
+        }
         let pool = pool.connect_lazy_with(options);
         Ok(Self { pool, backend, positional: Arc::default() })
     }

@@ -5,6 +5,8 @@
 //! - [`backend_tests!`]: runs one test body against all three backends, as three tests.
 //! - [`TestServer`]: serves a router on `127.0.0.1:0`, like the real binary, and stops it on drop.
 //! - [`wait_until`]: bounded polling for a condition, so no test depends on timing luck.
+//! - [`http`]: assertions on answers (status and JSON, problem details and their code, `422`
+//!   fields).
 //! - [`nats`]: the shared NATS server's URL, unique subject prefixes, and a private
 //!   `nats-server` ([`NatsServer`]) for drills that stop the broker.
 //!
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mercato_store::sqlx::{self, Connection};
 
+pub mod http;
 pub mod nats;
 
 pub use mercato_store::Backend;

@@ -2,7 +2,6 @@
 //!
 //! Lengths count Unicode characters (API.md), not bytes.
 
-use mercato_platform::FieldError;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A display name: 1..100 characters after trimming, no control characters.
@@ -118,52 +117,7 @@ impl Password {
     }
 }
 
-/// Collects field errors while parsing a request body, so that one answer lists them all.
-#[derive(Debug, Default)]
-pub struct Fields(Vec<FieldError>);
-
-impl Fields {
-    /// Parses a required field: missing is an error.
-    pub fn required<T>(
-        &mut self,
-        field: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match raw {
-            Some(raw) => self.optional(field, Some(raw), parse),
-            None => {
-                self.0.push(FieldError::new(field, "is required"));
-                None
-            }
-        }
-    }
-
-    /// Parses an optional field: missing is fine.
-    pub fn optional<T>(
-        &mut self,
-        field: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match parse(raw?) {
-            Ok(value) => Some(value),
-            Err(message) => {
-                self.0.push(FieldError::new(field, message));
-                None
-            }
-        }
-    }
-
-    pub fn push(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(FieldError::new(field, message));
-    }
-
-    /// `Err(422)` listing every field that failed, else `Ok`.
-    pub fn finish(self) -> Result<(), mercato_platform::ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(mercato_platform::ApiError::Validation(self.0)) }
-    }
-}
+pub use mercato_platform::validation::Fields;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use mercato_bus::EventBus;
 use mercato_platform::http::{Operations, finish};
+use mercato_products::ProductsService;
 use mercato_store::Database;
 use mercato_users::{SigningKeys, UsersService};
 
@@ -35,20 +36,33 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         None => crate::admin::bootstrap_default_admin(&users, &data_dir).await?,
     };
 
+    let products_db = Database::connect(&sqlite_url(&data_dir, "products"), &settings.pool())?;
+    let products = ProductsService::start(products_db, users.verifier()).await?;
+
     let mut background = Background::new();
     let prefix = settings.nats_prefix.clone();
     background
         .spawn(users.outbox().relay(bus.clone(), &prefix, "users").run(background.stop_signal()));
+    background.spawn(
+        products.outbox().relay(bus.clone(), &prefix, "products").run(background.stop_signal()),
+    );
+    background
+        .spawn(products.reservation_consumer(bus.clone(), &prefix).run(background.stop_signal()));
 
-    let (routes, openapi) = users.routes();
+    let (users_routes, users_api) = users.routes();
+    let (products_routes, products_api) = products.routes();
     let mut readiness = users.readiness();
+    readiness.merge(products.readiness());
     crate::backbone::add_bus_check(&mut readiness, bus.clone());
     let operations = Operations {
         readiness,
         metrics: mercato_platform::metrics::recorder(),
-        openapi: mercato_platform::http::document(vec![openapi]),
+        openapi: mercato_platform::http::document(vec![users_api, products_api]),
     };
-    let app = finish(routes.merge(crate::events::asyncapi_route(&prefix)), operations);
+    let app = finish(
+        users_routes.merge(products_routes).merge(crate::events::asyncapi_route(&prefix)),
+        operations,
+    );
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -71,6 +85,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
     background.stop().await;
     users.database().close().await;
+    products.database().close().await;
     log.close().await;
     tracing::info!("stopped");
     Ok(())

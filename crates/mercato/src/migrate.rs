@@ -17,13 +17,20 @@ pub async fn run(config: Option<&Path>, args: MigrateArgs) -> anyhow::Result<()>
     let settings = Settings::load(config, overrides)?;
     let targets: Vec<(Service, String)> = match (args.service, &settings.database_url) {
         (Some(service), Some(url)) => vec![(service, url.clone())],
-        _ => vec![(Service::Users, sqlite_url(&settings.data_dir, "users"))],
+        _ => vec![
+            (Service::Users, sqlite_url(&settings.data_dir, "users")),
+            (Service::Products, sqlite_url(&settings.data_dir, "products")),
+        ],
     };
     for (service, url) in targets {
         let database = Database::connect(&url, &settings.pool())?;
         match service {
             Service::Users => {
                 database.migrate(&mercato_users::db::MIGRATIONS).await?;
+                database.migrate(&mercato_bus::MIGRATIONS).await?;
+            }
+            Service::Products => {
+                database.migrate(&mercato_products::db::MIGRATIONS).await?;
                 database.migrate(&mercato_bus::MIGRATIONS).await?;
             }
             other => anyhow::bail!("the {other:?} service has no database in this version"),

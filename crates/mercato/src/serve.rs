@@ -1,11 +1,17 @@
-//! `mercato serve <service>`: one service in its own process.
+//! `mercato serve <service>`: one service in its own process, on its own database, with NATS
+//! JetStream as the bus.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use mercato_bus::EventBus;
+use mercato_platform::auth::TokenVerifier;
+use mercato_platform::health::Readiness;
 use mercato_platform::http::{Operations, finish};
+use mercato_products::ProductsService;
 use mercato_store::Database;
 use mercato_users::{SigningKeys, UsersService};
 
@@ -28,6 +34,7 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(config, overrides)?;
     match args.service {
         Service::Users => serve_users(settings).await,
+        Service::Products => serve_products(settings).await,
         other => anyhow::bail!(
             "`mercato serve {}` is not available in this version yet; `mercato up` runs what exists",
             format!("{other:?}").to_lowercase()
@@ -35,15 +42,34 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
+fn database(settings: &Settings, service: &str) -> anyhow::Result<Database> {
+    let url = settings.database_url.clone().with_context(|| {
+        format!(
+            "`database_url` (--database-url or MERCATO_DATABASE_URL) is required for `serve {service}`"
+        )
+    })?;
+    Database::connect(&url, &settings.pool())
+}
+
+/// A verifier of the users service's tokens, with keys fetched from its JWKS.
+fn remote_verifier(settings: &Settings, service: &str) -> anyhow::Result<TokenVerifier> {
+    let users = settings.users_url.as_deref().with_context(|| {
+        format!("`users_url` (--users-url or MERCATO_USERS_URL) is required for `serve {service}`: its JWKS verifies tokens")
+    })?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client for the JWKS")?;
+    let url = format!("{}/.well-known/jwks.json", users.trim_end_matches('/'));
+    Ok(TokenVerifier::from_jwks_url(&settings.jwt_issuer, url, client))
+}
+
 async fn serve_users(settings: Settings) -> anyhow::Result<()> {
-    let url = settings.database_url.clone().context(
-        "`database_url` (--database-url or MERCATO_DATABASE_URL) is required for `serve users`",
-    )?;
     let key_file =
         settings.jwt_key_file.clone().unwrap_or_else(|| settings.data_dir.join("jwt-ed25519.pem"));
     let keys = SigningKeys::load_or_generate(&key_file)?;
-    let database = Database::connect(&url, &settings.pool())?;
-    let users = UsersService::start(database, keys, settings.users_config()?).await?;
+    let users =
+        UsersService::start(database(&settings, "users")?, keys, settings.users_config()?).await?;
     let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
     let mut background = Background::new();
     background.spawn(
@@ -53,23 +79,59 @@ async fn serve_users(settings: Settings) -> anyhow::Result<()> {
             .run(background.stop_signal()),
     );
     let (routes, openapi) = users.routes();
-    let mut readiness = users.readiness();
-    crate::backbone::add_bus_check(&mut readiness, bus.clone());
-    let app = finish(
-        routes.merge(crate::events::asyncapi_route(&settings.nats_prefix)),
-        Operations {
-            readiness,
-            metrics: mercato_platform::metrics::recorder(),
-            openapi: mercato_platform::http::document(vec![openapi]),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let address = listener.local_addr()?;
-    println!("Mercato users service is running at http://{address}");
-    mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
-    background.stop().await;
+    let shape = Shape { name: "users", routes, openapi, readiness: users.readiness(), bus };
+    shape.serve(&settings, background).await?;
     users.database().close().await;
     Ok(())
+}
+
+async fn serve_products(settings: Settings) -> anyhow::Result<()> {
+    let verifier = remote_verifier(&settings, "products")?;
+    let products = ProductsService::start(database(&settings, "products")?, verifier).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
+    let prefix = &settings.nats_prefix;
+    let mut background = Background::new();
+    background.spawn(
+        products.outbox().relay(bus.clone(), prefix, "products").run(background.stop_signal()),
+    );
+    background
+        .spawn(products.reservation_consumer(bus.clone(), prefix).run(background.stop_signal()));
+    let (routes, openapi) = products.routes();
+    let shape = Shape { name: "products", routes, openapi, readiness: products.readiness(), bus };
+    shape.serve(&settings, background).await?;
+    products.database().close().await;
+    Ok(())
+}
+
+/// What every single-service process serves besides its own routes.
+struct Shape {
+    name: &'static str,
+    routes: Router,
+    openapi: utoipa::openapi::OpenApi,
+    readiness: Readiness,
+    bus: Arc<dyn EventBus>,
+}
+
+impl Shape {
+    /// Serves until SIGTERM/Ctrl-C, then stops the background tasks.
+    async fn serve(self, settings: &Settings, background: Background) -> anyhow::Result<()> {
+        let mut readiness = self.readiness;
+        crate::backbone::add_bus_check(&mut readiness, self.bus);
+        let app = finish(
+            self.routes.merge(crate::events::asyncapi_route(&settings.nats_prefix)),
+            Operations {
+                readiness,
+                metrics: mercato_platform::metrics::recorder(),
+                openapi: mercato_platform::http::document(vec![self.openapi]),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        println!("Mercato {} service is running at http://{address}", self.name);
+        mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+        background.stop().await;
+        Ok(())
+    }
 }

@@ -10,16 +10,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_platform::auth::{Claims, Role};
 use mercato_platform::http::{Operations, finish};
 use mercato_store::{Database, PoolSettings};
+pub use mercato_testkit::http::{
+    PROBLEM_JSON, assert_rfc3339_utc, invalid_fields, json_body, parts, problem, text,
+};
 use mercato_testkit::{TestDatabase, TestServer};
 use mercato_users::{AdminCredentials, SigningKeys, UsersConfig, UsersService};
-use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub const ADMIN_EMAIL: &str = "root@mercato.test";
 pub const ADMIN_PASSWORD: &str = "bootstrap-admin-secret-1";
-pub const PROBLEM_JSON: &str = "application/problem+json";
 /// A password every test user may share: valid, and not the admin's.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -239,60 +240,6 @@ pub fn now() -> i64 {
     i64::try_from(elapsed.as_secs()).expect("seconds fit in i64")
 }
 
-pub fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_else(|| panic!("expected a string, got {value}")).to_owned()
-}
-
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).map(|value| value.to_str().unwrap_or("<unreadable>").to_owned())
-}
-
-/// Asserts the status and returns the body as JSON, showing the body when either is wrong.
-pub async fn json_body(response: Response, status: StatusCode) -> Value {
-    let (actual, headers, body) = parts(response).await;
-    assert_eq!(actual, status, "unexpected status; body: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|error| {
-        panic!(
-            "the {actual} body is not JSON ({error}); content-type {:?}: {body}",
-            header_text(&headers, "content-type")
-        )
-    })
-}
-
-/// Asserts a problem-details answer with this status and code, and returns its body.
-pub async fn problem(response: Response, status: StatusCode, code: &str) -> Value {
-    let (actual, headers, body) = parts(response).await;
-    assert_eq!(actual, status, "unexpected status; body: {body}");
-    assert_eq!(
-        header_text(&headers, CONTENT_TYPE.as_str()).as_deref(),
-        Some(PROBLEM_JSON),
-        "a {status} must be problem details; body: {body}"
-    );
-    let json: Value = serde_json::from_str(&body)
-        .unwrap_or_else(|error| panic!("the problem body is not JSON ({error}): {body}"));
-    assert_eq!(json["code"], code, "unexpected problem code; body: {body}");
-    assert_eq!(json["status"], status.as_u16(), "the problem's status member; body: {body}");
-    assert_eq!(json["type"], format!("/problems/{code}"), "the problem's type; body: {body}");
-    json
-}
-
-/// A `422 validation_failed` answer: returns the fields it names.
-pub async fn invalid_fields(response: Response) -> Vec<String> {
-    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    let errors = body["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a validation problem lists its errors: {body}"));
-    assert!(!errors.is_empty(), "a validation problem names at least one field: {body}");
-    errors.iter().map(|error| text(&error["field"])).collect()
-}
-
-pub async fn parts(response: Response) -> (StatusCode, HeaderMap, String) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.text().await.expect("a readable body");
-    (status, headers, body)
-}
-
 /// Asserts that `user` has exactly the public user shape, and no secret in it.
 pub fn assert_user_shape(user: &Value) {
     let object = user.as_object().unwrap_or_else(|| panic!("a user is an object: {user}"));
@@ -315,19 +262,6 @@ pub fn assert_user_shape(user: &Value) {
         !serialised.to_lowercase().contains("password"),
         "a user never carries a password: {user}"
     );
-}
-
-/// `2026-11-21T10:00:00.123Z`-like: a date, `T`, a time, and `Z`.
-pub fn assert_rfc3339_utc(stamp: &str) {
-    let bytes = stamp.as_bytes();
-    let shaped = bytes.len() >= 20
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && bytes[10] == b'T'
-        && bytes[13] == b':'
-        && bytes[16] == b':'
-        && stamp.ends_with('Z');
-    assert!(shaped, "an RFC 3339 UTC timestamp: {stamp}");
 }
 
 /// The decoded JSON of a JWT's header and payload.

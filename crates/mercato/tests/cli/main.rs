@@ -2,5 +2,6 @@
 
 mod events;
 mod process;
+mod products;
 mod serve;
 mod up;

@@ -154,4 +154,6 @@ async fn migrate_prepares_the_embedded_databases() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("Users: migrations applied (sqlite)"), "{stdout}");
     assert!(dir.path().join("users.db").exists());
+    assert!(stdout.contains("Products: migrations applied (sqlite)"), "{stdout}");
+    assert!(dir.path().join("products.db").exists());
 }

@@ -1,0 +1,352 @@
+//! Stock reservation for the order saga (promise 3: no overselling, stock conserved).
+//!
+//! Consumes `order.placed`, `order.updated` and `order.cancelled`. Each event is applied in the
+//! consumer's transaction (its inbox row is already written there):
+//!
+//! - A placement or item change moves what the order holds to exactly the new lines, all or
+//!   nothing. The products involved are locked in id order (`SELECT ... FOR UPDATE ORDER BY
+//!   id`), so concurrent orders over overlapping products queue instead of deadlocking; the
+//!   decision is made under those locks, and every stock change is still a conditional update
+//!   (`stock + delta >= 0`). Success writes the lines and emits `inventory.reserved` (with the
+//!   authoritative unit prices and names) and one `inventory.updated` per product whose stock
+//!   moved. Failure changes no stock and emits `inventory.rejected` naming the reason and product;
+//!   a refused item change keeps the previous reservation.
+//! - A cancel gives back exactly what the order holds, emits `inventory.released` (with no items
+//!   when it held none) and marks the order cancelled for good: a placement or change that arrives
+//!   after it (a cancel that overtook its placement) reserves nothing.
+//! - An event whose `orderVersion` is not newer than the one applied changes nothing
+//!   (duplicates, stale and reordered events).
+//!
+//! A product that is inactive cannot gain units (`product_unavailable`); one that does not exist
+//! is `unknown_product`; too little stock is `insufficient_stock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use mercato_bus::Outbox;
+use mercato_bus::consumer::{Handler, HandlerError};
+use mercato_contracts::{
+    Envelope, Event, InventoryChangeReason, InventoryRejected, InventoryReleased,
+    InventoryReserved, InventoryUpdated, OrderCancelled, OrderLine, OrderPlaced, OrderUpdated,
+    PricedLine, RejectionReason,
+};
+use mercato_platform::time::Timestamp;
+use mercato_store::Database;
+use mercato_store::sqlx::AnyConnection;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::holds::{self, Hold, HoldState};
+use crate::db::products::{self, Product};
+
+/// The largest quantity of one line the orders service accepts.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// What applying one order event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line is reserved (or the reservation moved to the new lines).
+    Reserved,
+    /// Nothing moved; the order holds what it held before.
+    Rejected { reason: RejectionReason, product_id: Option<Uuid> },
+    /// The order's units went back to stock (none, if it held none).
+    Released { units: i64 },
+    /// A duplicate, a stale version, or an event after the cancel: nothing changed.
+    Ignored,
+}
+
+/// The reservation handler the `products-reservations` consumer runs.
+#[derive(Clone)]
+pub struct Reservations {
+    db: Database,
+    outbox: Outbox,
+}
+
+impl std::fmt::Debug for Reservations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservations").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Handler for Reservations {
+    async fn handle(
+        &self,
+        conn: &mut AnyConnection,
+        event: &Envelope<Value>,
+    ) -> Result<(), HandlerError> {
+        let outcome = self.apply(conn, event).await?;
+        let result = match &outcome {
+            Outcome::Reserved => "reserved",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Released { .. } => "released",
+            Outcome::Ignored => "ignored",
+        };
+        metrics::counter!("products_reservations_total", "result" => result).increment(1);
+        tracing::debug!(event_id = %event.id, ?outcome, "order event applied");
+        Ok(())
+    }
+}
+
+/// An order event as this service reads it.
+enum OrderEvent {
+    Reserve { order_id: Uuid, version: i64, items: Vec<OrderLine> },
+    Cancel { order_id: Uuid, version: i64 },
+}
+
+fn read(event: &Envelope<Value>) -> Result<OrderEvent, HandlerError> {
+    let reject = |error: serde_json::Error| {
+        HandlerError::Reject(anyhow::anyhow!("unreadable {}: {error}", event.event_type))
+    };
+    let type_ = event.event_type.as_str();
+    if type_ == OrderPlaced::TYPE {
+        let data: OrderPlaced = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        Ok(OrderEvent::Reserve {
+            order_id: data.order_id,
+            version: data.order_version,
+            items: data.items,
+        })
+    } else if type_ == OrderUpdated::TYPE {
+        let data: OrderUpdated = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        Ok(OrderEvent::Reserve {
+            order_id: data.order_id,
+            version: data.order_version,
+            items: data.items,
+        })
+    } else if type_ == OrderCancelled::TYPE {
+        let data: OrderCancelled = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        Ok(OrderEvent::Cancel { order_id: data.order_id, version: data.order_version })
+    } else {
+        Err(HandlerError::Reject(anyhow::anyhow!("not an order event: {type_}")))
+    }
+}
+
+/// The wanted units per product; lines the orders service would never have accepted are
+/// refused outright (dead-lettered), not guessed at.
+fn wanted_units(items: &[OrderLine]) -> Result<BTreeMap<Uuid, i64>, HandlerError> {
+    if items.is_empty() || items.len() > 100 {
+        return Err(HandlerError::Reject(anyhow::anyhow!("an order has 1..100 lines")));
+    }
+    let mut wanted = BTreeMap::new();
+    for line in items {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(HandlerError::Reject(anyhow::anyhow!(
+                "quantity {} of {} is outside 1..={MAX_QUANTITY}",
+                line.quantity,
+                line.product_id
+            )));
+        }
+        if wanted.insert(line.product_id, line.quantity).is_some() {
+            return Err(HandlerError::Reject(anyhow::anyhow!(
+                "product {} appears twice",
+                line.product_id
+            )));
+        }
+    }
+    Ok(wanted)
+}
+
+impl Reservations {
+    pub fn new(db: Database, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    /// Applies one order event inside the caller's transaction.
+    pub async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &Envelope<Value>,
+    ) -> Result<Outcome, HandlerError> {
+        let trace = event.traceparent.clone();
+        match read(event)? {
+            OrderEvent::Reserve { order_id, version, items } => {
+                self.reserve(conn, order_id, version, &items, trace).await
+            }
+            OrderEvent::Cancel { order_id, version } => {
+                self.cancel(conn, order_id, version, trace).await
+            }
+        }
+    }
+
+    async fn reserve(
+        &self,
+        conn: &mut AnyConnection,
+        order_id: Uuid,
+        version: i64,
+        items: &[OrderLine],
+        trace: Option<String>,
+    ) -> Result<Outcome, HandlerError> {
+        let wanted = wanted_units(items)?;
+        let db = &self.db;
+        let hold = holds::find_for_update(db, conn, order_id).await?;
+        match hold {
+            Some(Hold { state: HoldState::Cancelled, .. }) => return Ok(Outcome::Ignored),
+            Some(hold) if hold.version >= version => return Ok(Outcome::Ignored),
+            _ => {}
+        }
+        let held = match hold {
+            Some(Hold { state: HoldState::Held, .. }) => holds::lines(db, conn, order_id).await?,
+            _ => BTreeMap::new(),
+        };
+        let involved: Vec<Uuid> = wanted
+            .keys()
+            .chain(held.keys())
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let locked: BTreeMap<Uuid, Product> = products::find_many(db, conn, &involved, true)
+            .await?
+            .into_iter()
+            .map(|product| (product.id, product))
+            .collect();
+        let now = Timestamp::now();
+
+        // Decide under the locks, before anything is written.
+        let mut refusal = None;
+        for (product_id, quantity) in &wanted {
+            let more = quantity - held.get(product_id).copied().unwrap_or(0);
+            let reason = match locked.get(product_id) {
+                None => Some(RejectionReason::UnknownProduct),
+                Some(product) if more > 0 && !product.active => {
+                    Some(RejectionReason::ProductUnavailable)
+                }
+                Some(product) if more > product.stock => Some(RejectionReason::InsufficientStock),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                refusal = Some((reason, *product_id));
+                break;
+            }
+        }
+        if let Some((reason, product_id)) = refusal {
+            // A refused change keeps what the order held; a refused placement holds nothing.
+            let state = if held.is_empty() { HoldState::Rejected } else { HoldState::Held };
+            holds::save(db, conn, order_id, Hold { version, state }, hold.is_some(), now.millis())
+                .await?;
+            let event = InventoryRejected {
+                order_id,
+                order_version: version,
+                reason,
+                product_id: Some(product_id),
+            };
+            self.outbox.write(conn, event, now.millis(), trace).await?;
+            return Ok(Outcome::Rejected { reason, product_id: Some(product_id) });
+        }
+
+        for product_id in &involved {
+            let taken = wanted.get(product_id).copied().unwrap_or(0)
+                - held.get(product_id).copied().unwrap_or(0);
+            if taken == 0 {
+                continue;
+            }
+            let Some(product) = locked.get(product_id) else {
+                // Held units of a product that no longer exists: nothing to give back to.
+                continue;
+            };
+            if !products::add_stock(db, conn, *product_id, -taken, now).await? {
+                return Err(HandlerError::Retry(anyhow::anyhow!(
+                    "the stock of {product_id} moved while it was locked"
+                )));
+            }
+            let event = InventoryUpdated {
+                product_id: *product_id,
+                stock: product.stock - taken,
+                delta: -taken,
+                reason: if taken > 0 {
+                    InventoryChangeReason::Reservation
+                } else {
+                    InventoryChangeReason::Release
+                },
+            };
+            self.outbox.write(conn, event, now.millis(), trace.clone()).await?;
+        }
+        if !held.is_empty() {
+            holds::delete_lines(db, conn, order_id).await?;
+        }
+        holds::insert_lines(db, conn, order_id, &wanted).await?;
+        holds::save(
+            db,
+            conn,
+            order_id,
+            Hold { version, state: HoldState::Held },
+            hold.is_some(),
+            now.millis(),
+        )
+        .await?;
+        let priced = items
+            .iter()
+            .filter_map(|line| {
+                let product = locked.get(&line.product_id)?;
+                Some(PricedLine {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    unit_price: product.price.to_string(),
+                    name: product.name.clone(),
+                })
+            })
+            .collect();
+        let event = InventoryReserved { order_id, order_version: version, items: priced };
+        self.outbox.write(conn, event, now.millis(), trace).await?;
+        Ok(Outcome::Reserved)
+    }
+
+    async fn cancel(
+        &self,
+        conn: &mut AnyConnection,
+        order_id: Uuid,
+        version: i64,
+        trace: Option<String>,
+    ) -> Result<Outcome, HandlerError> {
+        let db = &self.db;
+        let hold = holds::find_for_update(db, conn, order_id).await?;
+        let now = Timestamp::now();
+        let held = match hold {
+            Some(Hold { state: HoldState::Cancelled, .. }) => return Ok(Outcome::Ignored),
+            Some(Hold { state: HoldState::Held, .. }) => holds::lines(db, conn, order_id).await?,
+            _ => BTreeMap::new(),
+        };
+        let ids: Vec<Uuid> = held.keys().copied().collect();
+        let locked: BTreeMap<Uuid, Product> = products::find_many(db, conn, &ids, true)
+            .await?
+            .into_iter()
+            .map(|product| (product.id, product))
+            .collect();
+        let mut units = 0;
+        for (product_id, quantity) in &held {
+            let Some(product) = locked.get(product_id) else { continue };
+            if !products::add_stock(db, conn, *product_id, *quantity, now).await? {
+                return Err(HandlerError::Retry(anyhow::anyhow!(
+                    "the stock of {product_id} could not take back {quantity} units"
+                )));
+            }
+            units += quantity;
+            let event = InventoryUpdated {
+                product_id: *product_id,
+                stock: product.stock + quantity,
+                delta: *quantity,
+                reason: InventoryChangeReason::Release,
+            };
+            self.outbox.write(conn, event, now.millis(), trace.clone()).await?;
+        }
+        if !held.is_empty() {
+            holds::delete_lines(db, conn, order_id).await?;
+        }
+        let version = hold.map_or(version, |hold| hold.version.max(version));
+        holds::save(
+            db,
+            conn,
+            order_id,
+            Hold { version, state: HoldState::Cancelled },
+            hold.is_some(),
+            now.millis(),
+        )
+        .await?;
+        let items = held
+            .into_iter()
+            .map(|(product_id, quantity)| OrderLine { product_id, quantity })
+            .collect();
+        self.outbox.write(conn, InventoryReleased { order_id, items }, now.millis(), trace).await?;
+        Ok(Outcome::Released { units })
+    }
+}

@@ -1,0 +1,260 @@
+//! The reservation rules of the order saga, driven through the handler as the consumer drives
+//! it: all or nothing, authoritative prices, item changes, cancels, duplicates and reordering,
+//! concurrency, and a property test of conservation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mercato_contracts::{
+    InventoryRejected, InventoryReleased, InventoryReserved, InventoryUpdated, RejectionReason,
+};
+use mercato_products::reservations::Outcome;
+use mercato_testkit::backend_tests;
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::*;
+
+async fn applied(app: &TestApp, event: &mercato_contracts::Envelope<serde_json::Value>) -> Outcome {
+    app.apply(event)
+        .await
+        .unwrap_or_else(|error| panic!("{} failed: {error}", event.event_type))
+        .unwrap_or_else(|| panic!("{} was taken for a duplicate", event.event_type))
+}
+
+fn rejected(reason: RejectionReason, product: Uuid) -> Outcome {
+    Outcome::Rejected { reason, product_id: Some(product) }
+}
+
+backend_tests! {
+    async fn a_placement_reserves_every_line_at_the_authoritative_price(db) {
+        let app = spawn_app(db).await;
+        let mug = app.create_product(json!({"name": "Mug", "price": "4.50", "stock": 10})).await;
+        let mug = Uuid::parse_str(&text(&mug["id"])).expect("an id");
+        let tea = app.product_with_stock("Tea", 3).await;
+        let order = Uuid::now_v7();
+
+        assert_eq!(applied(&app, &placed(order, 1, &[(mug, 2), (tea, 3)])).await, Outcome::Reserved);
+        assert_eq!((app.stock(mug).await, app.stock(tea).await), (8, 0));
+        assert_eq!(app.held().await, BTreeMap::from([(mug, 2), (tea, 3)]));
+
+        let reserved = app.outbox_events::<InventoryReserved>().await;
+        assert_eq!(reserved.len(), 1);
+        assert_eq!(reserved[0]["orderId"], order.to_string());
+        assert_eq!(reserved[0]["orderVersion"], 1);
+        assert_eq!(
+            reserved[0]["items"],
+            json!([
+                {"productId": mug, "quantity": 2, "unitPrice": "4.50", "name": "Mug"},
+                {"productId": tea, "quantity": 3, "unitPrice": "10.00", "name": "Tea"},
+            ])
+        );
+        let changes: Vec<_> = app
+            .outbox_events::<InventoryUpdated>()
+            .await
+            .into_iter()
+            .filter(|change| change["reason"] == "reservation")
+            .collect();
+        assert_eq!(changes.len(), 2, "one stock change per product: {changes:?}");
+        assert!(changes.contains(&json!({"productId": mug, "stock": 8, "delta": -2, "reason": "reservation"})));
+        assert!(changes.contains(&json!({"productId": tea, "stock": 0, "delta": -3, "reason": "reservation"})));
+
+        // The product's version moved with its stock.
+        assert_eq!(app.product(mug).await["version"], 2);
+    }
+
+    async fn a_placement_that_one_line_cannot_cover_reserves_nothing(db) {
+        let app = spawn_app(db).await;
+        let plenty = app.product_with_stock("Plenty", 5).await;
+        let scarce = app.product_with_stock("Scarce", 1).await;
+        let order = Uuid::now_v7();
+
+        let outcome = applied(&app, &placed(order, 1, &[(plenty, 2), (scarce, 2)])).await;
+        assert_eq!(outcome, rejected(RejectionReason::InsufficientStock, scarce));
+        assert_eq!((app.stock(plenty).await, app.stock(scarce).await), (5, 1));
+        assert!(app.held().await.is_empty());
+        let refusals = app.outbox_events::<InventoryRejected>().await;
+        assert_eq!(
+            refusals,
+            vec![json!({"orderId": order, "orderVersion": 1, "reason": "insufficient_stock", "productId": scarce})]
+        );
+        assert!(app.outbox_events::<InventoryReserved>().await.is_empty());
+    }
+
+    async fn unknown_and_inactive_products_are_refused(db) {
+        let app = spawn_app(db).await;
+        let kept = app.product_with_stock("Kept", 5).await;
+        let gone = app.product_with_stock("Gone", 5).await;
+        let response = app.delete(&format!("/api/products/{gone}"), Some(&app.admin)).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let unknown = Uuid::now_v7();
+
+        let outcome = applied(&app, &placed(Uuid::now_v7(), 1, &[(kept, 1), (unknown, 1)])).await;
+        assert_eq!(outcome, rejected(RejectionReason::UnknownProduct, unknown));
+        let outcome = applied(&app, &placed(Uuid::now_v7(), 1, &[(kept, 1), (gone, 1)])).await;
+        assert_eq!(outcome, rejected(RejectionReason::ProductUnavailable, gone));
+        assert_eq!((app.stock(kept).await, app.stock(gone).await), (5, 5));
+    }
+
+    async fn an_item_change_moves_the_reservation_all_or_nothing(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 5).await;
+        let b = app.product_with_stock("B", 5).await;
+        let c = app.product_with_stock("C", 5).await;
+        let order = Uuid::now_v7();
+        assert_eq!(applied(&app, &placed(order, 1, &[(a, 2), (b, 1)])).await, Outcome::Reserved);
+
+        // Down on A, B dropped, C added.
+        assert_eq!(applied(&app, &updated(order, 2, &[(a, 1), (c, 3)])).await, Outcome::Reserved);
+        assert_eq!((app.stock(a).await, app.stock(b).await, app.stock(c).await), (4, 5, 2));
+        assert_eq!(app.held().await, BTreeMap::from([(a, 1), (c, 3)]));
+
+        // Up beyond what C has left (2 more than the 3 held are there, 4 more are not): nothing
+        // moves and the previous lines stay held.
+        let outcome = applied(&app, &updated(order, 3, &[(a, 5), (c, 7)])).await;
+        assert_eq!(outcome, rejected(RejectionReason::InsufficientStock, c));
+        assert_eq!((app.stock(a).await, app.stock(b).await, app.stock(c).await), (4, 5, 2));
+        assert_eq!(app.held().await, BTreeMap::from([(a, 1), (c, 3)]));
+
+        // Up to exactly what is there: the held units count towards it.
+        assert_eq!(applied(&app, &updated(order, 4, &[(a, 5), (c, 5)])).await, Outcome::Reserved);
+        assert_eq!((app.stock(a).await, app.stock(c).await), (0, 0));
+
+        let reserved = app.outbox_events::<InventoryReserved>().await;
+        let versions: Vec<_> = reserved.iter().map(|event| event["orderVersion"].clone()).collect();
+        assert_eq!(versions, [json!(1), json!(2), json!(4)]);
+        let refused = app.outbox_events::<InventoryRejected>().await;
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0]["orderVersion"], 3);
+    }
+
+    async fn a_cancel_releases_exactly_what_the_order_holds(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 5).await;
+        let b = app.product_with_stock("B", 5).await;
+        let order = Uuid::now_v7();
+        applied(&app, &placed(order, 1, &[(a, 2), (b, 3)])).await;
+        let other = Uuid::now_v7();
+        applied(&app, &placed(other, 1, &[(a, 1)])).await;
+
+        assert_eq!(applied(&app, &cancelled(order, 2)).await, Outcome::Released { units: 5 });
+        assert_eq!((app.stock(a).await, app.stock(b).await), (4, 5));
+        assert_eq!(app.held().await, BTreeMap::from([(a, 1)]), "the other order keeps its unit");
+        let released = app.outbox_events::<InventoryReleased>().await;
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0]["orderId"], order.to_string());
+        let mut items = released[0]["items"].as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|item| item["productId"].as_str().map(str::to_owned));
+        let mut expected = vec![json!({"productId": a, "quantity": 2}), json!({"productId": b, "quantity": 3})];
+        expected.sort_by_key(|item| item["productId"].as_str().map(str::to_owned));
+        assert_eq!(items, expected);
+
+        // Cancelled for good: a second cancel and any later change do nothing.
+        assert_eq!(applied(&app, &cancelled(order, 3)).await, Outcome::Ignored);
+        assert_eq!(applied(&app, &updated(order, 4, &[(a, 1)])).await, Outcome::Ignored);
+        assert_eq!(app.stock(a).await, 4);
+    }
+
+    async fn a_cancel_that_overtakes_its_placement_leaves_a_mark(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 5).await;
+        let order = Uuid::now_v7();
+        assert_eq!(applied(&app, &cancelled(order, 2)).await, Outcome::Released { units: 0 });
+        let released = app.outbox_events::<InventoryReleased>().await;
+        assert_eq!(released, vec![json!({"orderId": order, "items": []})]);
+
+        assert_eq!(applied(&app, &placed(order, 1, &[(a, 2)])).await, Outcome::Ignored);
+        assert_eq!(app.stock(a).await, 5);
+        assert!(app.held().await.is_empty());
+        assert!(app.outbox_events::<InventoryReserved>().await.is_empty());
+    }
+
+    async fn duplicates_and_stale_versions_change_nothing(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 10).await;
+        let order = Uuid::now_v7();
+        let placement = placed(order, 1, &[(a, 2)]);
+        assert_eq!(applied(&app, &placement).await, Outcome::Reserved);
+
+        // The same event again (a redelivery): the inbox stops it.
+        assert!(app.apply(&placement).await.expect("applies").is_none());
+        // The same placement published twice under different ids: the version stops it.
+        assert_eq!(applied(&app, &placed(order, 1, &[(a, 2)])).await, Outcome::Ignored);
+        // A change, then an older change arriving late.
+        assert_eq!(applied(&app, &updated(order, 3, &[(a, 4)])).await, Outcome::Reserved);
+        assert_eq!(applied(&app, &updated(order, 2, &[(a, 1)])).await, Outcome::Ignored);
+        assert_eq!(app.stock(a).await, 6);
+        assert_eq!(app.held().await, BTreeMap::from([(a, 4)]));
+        assert_eq!(app.outbox_events::<InventoryReserved>().await.len(), 2);
+    }
+
+    async fn an_item_change_that_arrives_before_its_placement_counts_as_the_placement(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 10).await;
+        let order = Uuid::now_v7();
+        assert_eq!(applied(&app, &updated(order, 2, &[(a, 3)])).await, Outcome::Reserved);
+        assert_eq!(applied(&app, &placed(order, 1, &[(a, 1)])).await, Outcome::Ignored);
+        assert_eq!(app.stock(a).await, 7);
+    }
+
+    async fn malformed_order_events_are_refused_for_the_dead_letter_store(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 10).await;
+        for items in [vec![], vec![(a, 0)], vec![(a, 1), (a, 2)], vec![(a, 10_001)]] {
+            let error = app.apply(&placed(Uuid::now_v7(), 1, &items)).await.expect_err("refused");
+            assert!(
+                matches!(error, mercato_bus::consumer::HandlerError::Reject(_)),
+                "{items:?}: {error}"
+            );
+        }
+        assert_eq!(app.stock(a).await, 10);
+    }
+
+    async fn concurrent_single_unit_orders_never_oversell(db) {
+        let app = Arc::new(spawn_app(db).await);
+        let product = app.product_with_stock("Hot item", 50).await;
+        let attempts = (0..200).map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.apply(&placed(Uuid::now_v7(), 1, &[(product, 1)])).await })
+        });
+        let mut reserved = 0;
+        let mut refused = 0;
+        for outcome in futures::future::join_all(attempts).await {
+            match outcome.expect("the task ran") {
+                Ok(Some(Outcome::Reserved)) => reserved += 1,
+                Ok(Some(Outcome::Rejected { reason: RejectionReason::InsufficientStock, .. })) => refused += 1,
+                other => panic!("an attempt ended otherwise (a deadlock must not surface): {other:?}"),
+            }
+        }
+        assert_eq!((reserved, refused), (50, 150));
+        assert_eq!(app.stock(product).await, 0);
+        assert_eq!(app.held().await.get(&product), Some(&50));
+    }
+
+    async fn concurrent_orders_over_overlapping_products_do_not_deadlock(db) {
+        let app = Arc::new(spawn_app(db).await);
+        let mut products = Vec::new();
+        for name in ["P0", "P1", "P2", "P3", "P4"] {
+            products.push(app.product_with_stock(name, 30).await);
+        }
+        // Every order names its lines in a different order; the handler locks in id order.
+        let attempts = (0..60).map(|n: usize| {
+            let app = app.clone();
+            let items: Vec<(Uuid, i64)> = (0..3).map(|k| (products[(n + 4 * k) % 5], 1)).rev().collect();
+            tokio::spawn(async move { app.apply(&placed(Uuid::now_v7(), 1, &items)).await })
+        });
+        for outcome in futures::future::join_all(attempts).await {
+            match outcome.expect("the task ran") {
+                Ok(Some(Outcome::Reserved | Outcome::Rejected { .. })) => {}
+                other => panic!("an attempt ended otherwise: {other:?}"),
+            }
+        }
+        let held = app.held().await;
+        for product in &products {
+            let left = app.stock(*product).await;
+            assert!(left >= 0);
+            assert_eq!(left + held.get(product).copied().unwrap_or(0), 30, "stock is conserved");
+        }
+    }
+}
