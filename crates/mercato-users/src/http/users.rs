@@ -193,32 +193,35 @@ pub async fn update_user(
         return Err(ApiError::forbidden("only an admin may change a role"));
     }
 
-    // The password work (seconds of CPU at worst) runs outside any transaction; the change is
-    // then applied to the row as it is under lock, so concurrent updates of different fields
-    // all survive. If the password hash changed meanwhile, the check starts over.
-    let new_hash = match &password {
-        Some(password) => Some(state.passwords.hash(password.secret()).await?),
-        None => None,
-    };
+    // The password work (tens of ms of CPU each) runs outside any transaction: the current
+    // password is checked first, the new one hashed once, and the change then applied to the
+    // row as it is under lock, so concurrent updates of different fields all survive. If the
+    // password hash changed between the check and the lock, the check starts over.
     let current = SecretString::from(body.current_password.unwrap_or_default());
+    let mut new_hash = None;
     for _ in 0..3 {
-        let mut conn = state.db.pool().acquire().await?;
-        let seen = users::find(&state.db, &mut conn, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such user"))?;
-        drop(conn);
-        if password.is_some()
-            && own_account
-            && !state.passwords.verify(&current, Some(&seen.password_hash)).await?
-        {
-            return Err(ApiError::forbidden("the current password is wrong"));
+        let verified_hash = if password.is_some() && own_account {
+            let mut conn = state.db.pool().acquire().await?;
+            let seen = users::find(&state.db, &mut conn, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such user"))?;
+            drop(conn);
+            if !state.passwords.verify(&current, Some(&seen.password_hash)).await? {
+                return Err(ApiError::forbidden("the current password is wrong"));
+            }
+            Some(seen.password_hash)
+        } else {
+            None
+        };
+        if let (Some(password), None) = (&password, &new_hash) {
+            new_hash = Some(state.passwords.hash(password.secret()).await?);
         }
 
         let mut tx = state.db.begin().await?;
         let mut user = users::find_for_update(&state.db, &mut tx, id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such user"))?;
-        if user.password_hash != seen.password_hash {
+        if verified_hash.is_some_and(|verified| verified != user.password_hash) {
             continue;
         }
         let mut profile_changed = false;
