@@ -100,6 +100,22 @@ impl Outbox {
         Ok(count)
     }
 
+    /// A readiness check that reports the backlog (and fails when the database cannot count
+    /// it), for `Readiness::add`.
+    pub fn backlog_check(
+        &self,
+    ) -> impl Fn() -> futures::future::BoxFuture<'static, Result<String, String>> + Send + Sync + 'static
+    {
+        let outbox = self.clone();
+        move || {
+            let outbox = outbox.clone();
+            Box::pin(async move {
+                let backlog = outbox.backlog().await.map_err(|error| error.to_string())?;
+                Ok(format!("{backlog} events waiting to be published"))
+            })
+        }
+    }
+
     /// A relay for this outbox onto `bus`, under subject prefix `prefix`.
     pub fn relay(&self, bus: Arc<dyn EventBus>, prefix: &str, service: &str) -> Relay {
         Relay {

@@ -92,14 +92,7 @@ impl ProductsService {
     pub fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
         readiness.add_database("products.database", self.state.db.clone());
-        let outbox = self.state.outbox.clone();
-        readiness.add("products.outbox", move || {
-            let outbox = outbox.clone();
-            async move {
-                let backlog = outbox.backlog().await.map_err(|error| error.to_string())?;
-                Ok(format!("{backlog} events waiting to be published"))
-            }
-        });
+        readiness.add("products.outbox", self.state.outbox.backlog_check());
         readiness
     }
 

@@ -224,14 +224,7 @@ impl UsersService {
     pub fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
         readiness.add_database("users.database", self.state.db.clone());
-        let outbox = self.state.outbox.clone();
-        readiness.add("users.outbox", move || {
-            let outbox = outbox.clone();
-            async move {
-                let backlog = outbox.backlog().await.map_err(|error| error.to_string())?;
-                Ok(format!("{backlog} events waiting to be published"))
-            }
-        });
+        readiness.add("users.outbox", self.state.outbox.backlog_check());
         readiness
     }
 
