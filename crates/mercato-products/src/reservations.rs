@@ -33,6 +33,7 @@ use mercato_contracts::{
 use mercato_platform::time::Timestamp;
 use mercato_store::Database;
 use mercato_store::sqlx::AnyConnection;
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -100,21 +101,21 @@ fn read(event: &Envelope<Value>) -> Result<OrderEvent, HandlerError> {
     };
     let type_ = event.event_type.as_str();
     if type_ == OrderPlaced::TYPE {
-        let data: OrderPlaced = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        let data = OrderPlaced::deserialize(&event.data).map_err(reject)?;
         Ok(OrderEvent::Reserve {
             order_id: data.order_id,
             version: data.order_version,
             items: data.items,
         })
     } else if type_ == OrderUpdated::TYPE {
-        let data: OrderUpdated = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        let data = OrderUpdated::deserialize(&event.data).map_err(reject)?;
         Ok(OrderEvent::Reserve {
             order_id: data.order_id,
             version: data.order_version,
             items: data.items,
         })
     } else if type_ == OrderCancelled::TYPE {
-        let data: OrderCancelled = serde_json::from_value(event.data.clone()).map_err(reject)?;
+        let data = OrderCancelled::deserialize(&event.data).map_err(reject)?;
         Ok(OrderEvent::Cancel { order_id: data.order_id, version: data.order_version })
     } else {
         Err(HandlerError::Reject(anyhow::anyhow!("not an order event: {type_}")))
