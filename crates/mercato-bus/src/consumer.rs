@@ -107,7 +107,13 @@ pub struct Consumer {
     handler: Arc<dyn Handler>,
     /// The outbox a handler writes to, woken after each commit so its events leave at once.
     outbox: Option<Outbox>,
+    /// Told of every event whose effect has just been committed.
+    on_commit: Option<CommitHook>,
 }
+
+/// A callback run after a handler's effects are committed, once per applied event (never for a
+/// duplicate): what a service uses to wake requests waiting for those effects.
+pub type CommitHook = Arc<dyn Fn(&Envelope<Value>) + Send + Sync>;
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +142,13 @@ impl Consumer {
         config: ConsumerConfig,
         handler: Arc<dyn Handler>,
     ) -> Self {
-        Self { db, bus, config, handler, outbox: None }
+        Self { db, bus, config, handler, outbox: None, on_commit: None }
+    }
+
+    /// Runs `hook` for each event after the transaction that applied it has committed.
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
     }
 
     /// Wakes `outbox`'s relay after every commit: for handlers that emit events.
@@ -313,6 +325,13 @@ impl Consumer {
         tx.commit().await?;
         if let Some(outbox) = &self.outbox {
             outbox.notify();
+        }
+        if let Some(hook) = &self.on_commit {
+            for (event, outcome) in events.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Applied) {
+                    hook(event);
+                }
+            }
         }
         Ok(outcomes)
     }

@@ -36,6 +36,17 @@ pub enum RejectionReason {
     ProductUnavailable,
 }
 
+impl RejectionReason {
+    /// The wire form (`insufficient_stock`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientStock => "insufficient_stock",
+            Self::UnknownProduct => "unknown_product",
+            Self::ProductUnavailable => "product_unavailable",
+        }
+    }
+}
+
 /// A reserved order line, priced by the products service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

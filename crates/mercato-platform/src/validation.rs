@@ -43,6 +43,11 @@ impl Fields {
         self.0.push(FieldError::new(field, message));
     }
 
+    /// How many field errors so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

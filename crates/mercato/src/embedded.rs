@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mercato_bus::EventBus;
+use mercato_orders::OrdersService;
 use mercato_platform::http::{Operations, finish};
 use mercato_products::ProductsService;
 use mercato_store::Database;
@@ -38,6 +39,8 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 
     let products_db = Database::connect(&sqlite_url(&data_dir, "products"), &settings.pool())?;
     let products = ProductsService::start(products_db, users.verifier()).await?;
+    let orders_db = Database::connect(&sqlite_url(&data_dir, "orders"), &settings.pool())?;
+    let orders = OrdersService::start(orders_db, users.verifier()).await?;
 
     let mut background = Background::new();
     let prefix = settings.nats_prefix.clone();
@@ -48,19 +51,29 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     );
     background
         .spawn(products.reservation_consumer(bus.clone(), &prefix).run(background.stop_signal()));
+    background
+        .spawn(orders.outbox().relay(bus.clone(), &prefix, "orders").run(background.stop_signal()));
+    background.spawn(orders.saga_consumer(bus.clone(), &prefix).run(background.stop_signal()));
+    background.spawn(orders.replicas_consumer(bus.clone(), &prefix).run(background.stop_signal()));
+    background.spawn(orders.clone().maintenance(background.stop_signal()));
 
     let (users_routes, users_api) = users.routes();
     let (products_routes, products_api) = products.routes();
+    let (orders_routes, orders_api) = orders.routes();
     let mut readiness = users.readiness();
     readiness.merge(products.readiness());
+    readiness.merge(orders.readiness());
     crate::backbone::add_bus_check(&mut readiness, bus.clone());
     let operations = Operations {
         readiness,
         metrics: mercato_platform::metrics::recorder(),
-        openapi: mercato_platform::http::document(vec![users_api, products_api]),
+        openapi: mercato_platform::http::document(vec![users_api, products_api, orders_api]),
     };
     let app = finish(
-        users_routes.merge(products_routes).merge(crate::events::asyncapi_route(&prefix)),
+        users_routes
+            .merge(products_routes)
+            .merge(orders_routes)
+            .merge(crate::events::asyncapi_route(&prefix)),
         operations,
     );
 
@@ -86,6 +99,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     background.stop().await;
     users.database().close().await;
     products.database().close().await;
+    orders.database().close().await;
     log.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -20,6 +20,7 @@ pub async fn run(config: Option<&Path>, args: MigrateArgs) -> anyhow::Result<()>
         _ => vec![
             (Service::Users, sqlite_url(&settings.data_dir, "users")),
             (Service::Products, sqlite_url(&settings.data_dir, "products")),
+            (Service::Orders, sqlite_url(&settings.data_dir, "orders")),
         ],
     };
     for (service, url) in targets {
@@ -31,6 +32,10 @@ pub async fn run(config: Option<&Path>, args: MigrateArgs) -> anyhow::Result<()>
             }
             Service::Products => {
                 database.migrate(&mercato_products::db::MIGRATIONS).await?;
+                database.migrate(&mercato_bus::MIGRATIONS).await?;
+            }
+            Service::Orders => {
+                database.migrate(&mercato_orders::db::MIGRATIONS).await?;
                 database.migrate(&mercato_bus::MIGRATIONS).await?;
             }
             other => anyhow::bail!("the {other:?} service has no database in this version"),

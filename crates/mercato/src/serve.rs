@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use mercato_bus::EventBus;
+use mercato_orders::OrdersService;
 use mercato_platform::auth::TokenVerifier;
 use mercato_platform::health::Readiness;
 use mercato_platform::http::{Operations, finish};
@@ -35,6 +36,7 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     match args.service {
         Service::Users => serve_users(settings).await,
         Service::Products => serve_products(settings).await,
+        Service::Orders => serve_orders(settings).await,
         other => anyhow::bail!(
             "`mercato serve {}` is not available in this version yet; `mercato up` runs what exists",
             format!("{other:?}").to_lowercase()
@@ -100,6 +102,24 @@ async fn serve_products(settings: Settings) -> anyhow::Result<()> {
     let shape = Shape { name: "products", routes, openapi, readiness: products.readiness(), bus };
     shape.serve(&settings, background).await?;
     products.database().close().await;
+    Ok(())
+}
+
+async fn serve_orders(settings: Settings) -> anyhow::Result<()> {
+    let verifier = remote_verifier(&settings, "orders")?;
+    let orders = OrdersService::start(database(&settings, "orders")?, verifier).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
+    let prefix = &settings.nats_prefix;
+    let mut background = Background::new();
+    background
+        .spawn(orders.outbox().relay(bus.clone(), prefix, "orders").run(background.stop_signal()));
+    background.spawn(orders.saga_consumer(bus.clone(), prefix).run(background.stop_signal()));
+    background.spawn(orders.replicas_consumer(bus.clone(), prefix).run(background.stop_signal()));
+    background.spawn(orders.clone().maintenance(background.stop_signal()));
+    let (routes, openapi) = orders.routes();
+    let shape = Shape { name: "orders", routes, openapi, readiness: orders.readiness(), bus };
+    shape.serve(&settings, background).await?;
+    orders.database().close().await;
     Ok(())
 }
 

@@ -1,0 +1,167 @@
+//! `known_users` and `catalog`: what this service has heard from the users and products services.
+//!
+//! Each row keeps the time of the newest event applied to it, so an older event that arrives late
+//! changes nothing. A user's deletion is final: no later event brings the account back.
+
+use std::collections::HashMap;
+
+use mercato_store::Database;
+use mercato_store::sqlx::{self, AnyConnection};
+use uuid::Uuid;
+
+use crate::db::for_update;
+
+/// Whether the user is known to be deleted. Unknown users are not: a replica that lags never
+/// refuses anyone.
+pub async fn is_deleted(
+    db: &Database,
+    conn: &mut AnyConnection,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(i16,)> =
+        sqlx::query_as(db.sql("SELECT deleted FROM known_users WHERE user_id = $1"))
+            .bind(user_id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.is_some_and(|(deleted,)| deleted != 0))
+}
+
+/// Applies a `user.created` / `user.updated` / `user.deleted` seen at `event_time`. `true` when
+/// this event newly marks the user deleted.
+pub async fn apply_user(
+    db: &Database,
+    conn: &mut AnyConnection,
+    user_id: Uuid,
+    role: Option<&str>,
+    deleted: bool,
+    event_time: i64,
+) -> Result<bool, sqlx::Error> {
+    let text = format!(
+        "SELECT role, deleted, event_time FROM known_users WHERE user_id = $1{}",
+        for_update(db)
+    );
+    let row: Option<(String, i16, i64)> = sqlx::query_as(db.sql_owned(text))
+        .bind(user_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => {
+            sqlx::query(db.sql(
+                "INSERT INTO known_users (user_id, role, deleted, event_time) VALUES ($1, $2, $3, $4)",
+            ))
+            .bind(user_id.to_string())
+            .bind(role.unwrap_or("customer"))
+            .bind(i16::from(deleted))
+            .bind(event_time)
+            .execute(conn)
+            .await?;
+            Ok(deleted)
+        }
+        Some((_, was_deleted, _)) if was_deleted != 0 => Ok(false),
+        Some((stored_role, _, stored_time)) => {
+            if !deleted && event_time < stored_time {
+                return Ok(false);
+            }
+            sqlx::query(db.sql(
+                "UPDATE known_users SET role = $1, deleted = $2, event_time = $3 WHERE user_id = $4",
+            ))
+            .bind(role.unwrap_or(&stored_role))
+            .bind(i16::from(deleted))
+            .bind(event_time.max(stored_time))
+            .bind(user_id.to_string())
+            .execute(conn)
+            .await?;
+            Ok(deleted)
+        }
+    }
+}
+
+/// A product as the catalog replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub product_id: Uuid,
+    pub name: String,
+    pub price_cents: i64,
+    pub active: bool,
+}
+
+/// Applies a `product.*` event seen at `event_time`: `entry` for created/updated, `None` for a
+/// deletion (the product turns inactive, its name stays for the orders that show it).
+pub async fn apply_product(
+    db: &Database,
+    conn: &mut AnyConnection,
+    product_id: Uuid,
+    entry: Option<&CatalogEntry>,
+    event_time: i64,
+) -> Result<(), sqlx::Error> {
+    let text = format!("SELECT event_time FROM catalog WHERE product_id = $1{}", for_update(db));
+    let row: Option<(i64,)> = sqlx::query_as(db.sql_owned(text))
+        .bind(product_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match (row, entry) {
+        (Some((stored,)), _) if stored > event_time => Ok(()),
+        (Some(_), Some(entry)) => {
+            sqlx::query(db.sql(
+                "UPDATE catalog SET name = $1, price_cents = $2, active = $3, event_time = $4 \
+                 WHERE product_id = $5",
+            ))
+            .bind(&entry.name)
+            .bind(entry.price_cents)
+            .bind(i16::from(entry.active))
+            .bind(event_time)
+            .bind(product_id.to_string())
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+        (Some(_), None) => {
+            sqlx::query(
+                db.sql("UPDATE catalog SET active = 0, event_time = $1 WHERE product_id = $2"),
+            )
+            .bind(event_time)
+            .bind(product_id.to_string())
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+        (None, Some(entry)) => {
+            sqlx::query(db.sql(
+                "INSERT INTO catalog (product_id, name, price_cents, active, event_time) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            ))
+            .bind(product_id.to_string())
+            .bind(&entry.name)
+            .bind(entry.price_cents)
+            .bind(i16::from(entry.active))
+            .bind(event_time)
+            .execute(conn)
+            .await?;
+            Ok(())
+        }
+        // A deletion of a product never seen: nothing to show for it.
+        (None, None) => Ok(()),
+    }
+}
+
+/// The replica's names of `product_ids` (those it has seen).
+pub async fn names(
+    db: &Database,
+    conn: &mut AnyConnection,
+    product_ids: &[Uuid],
+) -> Result<HashMap<Uuid, String>, sqlx::Error> {
+    if product_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
+    let text = format!(
+        "SELECT product_id, name FROM catalog WHERE product_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(db.sql_owned(text));
+    for id in product_ids {
+        query = query.bind(id.to_string());
+    }
+    let rows = query.fetch_all(conn).await?;
+    Ok(rows.into_iter().filter_map(|(id, name)| Some((Uuid::parse_str(&id).ok()?, name))).collect())
+}
