@@ -5,6 +5,7 @@
 //! - [`backend_tests!`]: runs one test body against all three backends, as three tests.
 //! - [`TestServer`]: serves a router on `127.0.0.1:0`, like the real binary, and stops it on drop.
 //! - [`wait_until`]: bounded polling for a condition, so no test depends on timing luck.
+//! - [`client`]: an HTTP client for one server, with tokens, JSON bodies and headers.
 //! - [`http`]: assertions on answers (status and JSON, problem details and their code, `422`
 //!   fields).
 //! - [`nats`]: the shared NATS server's URL, unique subject prefixes, and a private
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mercato_store::sqlx::{self, Connection};
 
+pub mod client;
 pub mod http;
 pub mod nats;
 

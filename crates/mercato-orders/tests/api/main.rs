@@ -1,0 +1,5 @@
+//! Integration tests of the orders service, through HTTP as a client sees it and through its
+//! consumers' handlers as the bus drives them, against SQLite, PostgreSQL and MariaDB
+//! (`mercato_testkit::backend_tests!`). The contract is `API.md`.
+
+mod harness;
