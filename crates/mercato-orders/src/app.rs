@@ -10,13 +10,14 @@ use axum::extract::FromRef;
 use mercato_bus::consumer::{Consumer, ConsumerConfig};
 use mercato_bus::{EventBus, Outbox};
 use mercato_contracts::{
-    Event, InventoryRejected, InventoryReleased, InventoryReserved, ProductCreated, ProductDeleted,
-    ProductUpdated, UserCreated, UserDeleted, UserUpdated, nats_subject,
+    Envelope, Event, InventoryRejected, InventoryReleased, InventoryReserved, ProductCreated,
+    ProductDeleted, ProductUpdated, UserCreated, UserDeleted, UserUpdated, nats_subject,
 };
 use mercato_platform::auth::TokenVerifier;
 use mercato_platform::health::Readiness;
 use mercato_platform::time::Timestamp;
 use mercato_store::Database;
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::db;
@@ -110,7 +111,7 @@ impl OrdersService {
             nats_subject(prefix, InventoryRejected::AGGREGATE, InventoryRejected::ACTION),
             nats_subject(prefix, InventoryReleased::AGGREGATE, InventoryReleased::ACTION),
         ];
-        let waiters = self.state.waiters.clone();
+        let service = self.clone();
         Consumer::new(
             self.state.db.clone(),
             bus,
@@ -118,11 +119,22 @@ impl OrdersService {
             Arc::new(self.saga()),
         )
         .waking(self.state.outbox.clone())
-        .on_commit(Arc::new(move |event| {
-            if let Some(order_id) = saga::order_of(event) {
-                waiters.wake(order_id);
-            }
-        }))
+        .on_commit(Arc::new(move |event| service.saga_committed(event)))
+    }
+
+    /// After an answer's effects committed: wakes the requests held for its order.
+    pub fn saga_committed(&self, event: &Envelope<Value>) {
+        if let Some(order_id) = saga::order_of(event) {
+            self.state.waiters.wake(order_id);
+        }
+    }
+
+    /// After a replica event's effects committed: a deleted user's orders were cancelled, so
+    /// the requests held for them are over (the event does not name them: all re-read).
+    pub fn replica_committed(&self, event: &Envelope<Value>) {
+        if event.event_type == UserDeleted::TYPE {
+            self.state.waiters.wake_all();
+        }
     }
 
     /// The consumer of `user.*` and `product.*` that keeps the replicas (and cancels a deleted
@@ -137,6 +149,7 @@ impl OrdersService {
             subject(ProductUpdated::AGGREGATE, ProductUpdated::ACTION),
             subject(ProductDeleted::AGGREGATE, ProductDeleted::ACTION),
         ];
+        let service = self.clone();
         Consumer::new(
             self.state.db.clone(),
             bus,
@@ -144,6 +157,7 @@ impl OrdersService {
             Arc::new(self.replication()),
         )
         .waking(self.state.outbox.clone())
+        .on_commit(Arc::new(move |event| service.replica_committed(event)))
     }
 
     /// Forgets idempotency keys past their retention, hourly, until `stop`.

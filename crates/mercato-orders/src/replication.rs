@@ -8,7 +8,7 @@
 //!
 //! Neither view ever refuses an order: a user or product the replica has not heard of yet is
 //! simply unknown. Events carry no version, so each row keeps the time of the newest event applied
-//! (from the UUIDv7 event id) and older events arriving late change nothing.
+//! (UUIDv7 ids sort by creation) and older events arriving late change nothing.
 
 use async_trait::async_trait;
 use mercato_bus::Outbox;
@@ -41,19 +41,6 @@ impl std::fmt::Debug for Replication {
     }
 }
 
-/// When an event was made: the millisecond timestamp of its UUIDv7 id (else the epoch, so that
-/// anything else wins over it).
-fn event_millis(event: &Envelope<Value>) -> i64 {
-    Uuid::parse_str(&event.id)
-        .ok()
-        .and_then(|id| id.get_timestamp())
-        .map(|timestamp| {
-            let (seconds, nanos) = timestamp.to_unix();
-            i64::try_from(seconds).unwrap_or(0) * 1000 + i64::from(nanos / 1_000_000)
-        })
-        .unwrap_or(0)
-}
-
 #[async_trait]
 impl Handler for Replication {
     async fn handle(
@@ -64,7 +51,8 @@ impl Handler for Replication {
         let reject = |error: serde_json::Error| {
             HandlerError::Reject(anyhow::anyhow!("unreadable {}: {error}", event.event_type))
         };
-        let at = event_millis(event);
+        let at = event.id.to_ascii_lowercase();
+        let at = at.as_str();
         let db = &self.db;
         let type_ = event.event_type.as_str();
         if type_ == UserCreated::TYPE {

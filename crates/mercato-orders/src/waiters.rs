@@ -51,6 +51,15 @@ impl Waiters {
         }
     }
 
+    /// Wakes every waiting request, for changes that do not name their orders (a deleted
+    /// user's orders, cancelled by the replica consumer). Each re-reads its order once.
+    pub fn wake_all(&self) {
+        let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for notify in map.values() {
+            notify.notify_waiters();
+        }
+    }
+
     fn register(&self, order_id: Uuid) -> Registration {
         let mut map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let notify = map.entry(order_id).or_default().clone();

@@ -25,13 +25,13 @@ CREATE INDEX orders_newest ON orders (created_at, id);
 CREATE INDEX orders_user_newest ON orders (user_id, created_at, id);
 
 -- The users this service has heard of (from user.* events): a deleted user's tokens are refused.
--- `event_time` is the time of the newest event applied, so older events arriving late change
--- nothing.
+-- `newest_event` is the id of the newest event applied (UUIDv7 ids sort by creation), so older
+-- events arriving late change nothing.
 CREATE TABLE known_users (
     user_id VARCHAR(36) NOT NULL PRIMARY KEY,
     role VARCHAR(16) NOT NULL,
     deleted SMALLINT NOT NULL,
-    event_time BIGINT NOT NULL
+    newest_event VARCHAR(36) NOT NULL
 );
 
 -- The catalog replica (from product.* events): names shown while an order is pending.
@@ -40,7 +40,7 @@ CREATE TABLE catalog (
     name VARCHAR(200) NOT NULL,
     price_cents BIGINT NOT NULL,
     active SMALLINT NOT NULL,
-    event_time BIGINT NOT NULL
+    newest_event VARCHAR(36) NOT NULL
 );
 
 -- Idempotency keys, per user and route, with the first response (kept at least 24 h).

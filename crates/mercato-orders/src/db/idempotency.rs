@@ -74,3 +74,25 @@ pub async fn purge(db: &Database, now_millis: i64) -> Result<u64, sqlx::Error> {
         .await?;
     Ok(done.rows_affected())
 }
+
+/// Replaces the stored body with the one the first request finally answered (after it was held by
+/// `Prefer: wait`), so a retry gets exactly what the first request got.
+pub async fn replace_body(
+    db: &Database,
+    user_id: Uuid,
+    route: &str,
+    key: &str,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(db.sql(
+        "UPDATE idempotency_keys SET body = $1 \
+         WHERE user_id = $2 AND route = $3 AND idempotency_key = $4",
+    ))
+    .bind(body)
+    .bind(user_id.to_string())
+    .bind(route)
+    .bind(key)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! `known_users` and `catalog`: what this service has heard from the users and products services.
 //!
-//! Each row keeps the time of the newest event applied to it, so an older event that arrives late
+//! Each row keeps the id of the newest event applied to it (UUIDv7 ids sort by the time they were
+//! made, to the millisecond and by a counter within it), so an older event that arrives late
 //! changes nothing. A user's deletion is final: no later event brings the account back.
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ pub async fn is_deleted(
     Ok(row.is_some_and(|(deleted,)| deleted != 0))
 }
 
-/// Applies a `user.created` / `user.updated` / `user.deleted` seen at `event_time`. `true` when
+/// Applies a `user.created` / `user.updated` / `user.deleted` with id `event`. `true` when
 /// this event newly marks the user deleted.
 pub async fn apply_user(
     db: &Database,
@@ -34,40 +35,42 @@ pub async fn apply_user(
     user_id: Uuid,
     role: Option<&str>,
     deleted: bool,
-    event_time: i64,
+    event: &str,
 ) -> Result<bool, sqlx::Error> {
     let text = format!(
-        "SELECT role, deleted, event_time FROM known_users WHERE user_id = $1{}",
+        "SELECT role, deleted, newest_event FROM known_users WHERE user_id = $1{}",
         for_update(db)
     );
-    let row: Option<(String, i16, i64)> = sqlx::query_as(db.sql_owned(text))
+    let row: Option<(String, i16, String)> = sqlx::query_as(db.sql_owned(text))
         .bind(user_id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
     match row {
         None => {
             sqlx::query(db.sql(
-                "INSERT INTO known_users (user_id, role, deleted, event_time) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO known_users (user_id, role, deleted, newest_event) \
+                 VALUES ($1, $2, $3, $4)",
             ))
             .bind(user_id.to_string())
             .bind(role.unwrap_or("customer"))
             .bind(i16::from(deleted))
-            .bind(event_time)
+            .bind(event)
             .execute(conn)
             .await?;
             Ok(deleted)
         }
         Some((_, was_deleted, _)) if was_deleted != 0 => Ok(false),
-        Some((stored_role, _, stored_time)) => {
-            if !deleted && event_time < stored_time {
+        Some((stored_role, _, stored_event)) => {
+            if !deleted && event < stored_event.as_str() {
                 return Ok(false);
             }
             sqlx::query(db.sql(
-                "UPDATE known_users SET role = $1, deleted = $2, event_time = $3 WHERE user_id = $4",
+                "UPDATE known_users SET role = $1, deleted = $2, newest_event = $3 \
+                 WHERE user_id = $4",
             ))
             .bind(role.unwrap_or(&stored_role))
             .bind(i16::from(deleted))
-            .bind(event_time.max(stored_time))
+            .bind(event.max(stored_event.as_str()))
             .bind(user_id.to_string())
             .execute(conn)
             .await?;
@@ -85,31 +88,31 @@ pub struct CatalogEntry {
     pub active: bool,
 }
 
-/// Applies a `product.*` event seen at `event_time`: `entry` for created/updated, `None` for a
+/// Applies a `product.*` event with id `event`: `entry` for created/updated, `None` for a
 /// deletion (the product turns inactive, its name stays for the orders that show it).
 pub async fn apply_product(
     db: &Database,
     conn: &mut AnyConnection,
     product_id: Uuid,
     entry: Option<&CatalogEntry>,
-    event_time: i64,
+    event: &str,
 ) -> Result<(), sqlx::Error> {
-    let text = format!("SELECT event_time FROM catalog WHERE product_id = $1{}", for_update(db));
-    let row: Option<(i64,)> = sqlx::query_as(db.sql_owned(text))
+    let text = format!("SELECT newest_event FROM catalog WHERE product_id = $1{}", for_update(db));
+    let row: Option<(String,)> = sqlx::query_as(db.sql_owned(text))
         .bind(product_id.to_string())
         .fetch_optional(&mut *conn)
         .await?;
     match (row, entry) {
-        (Some((stored,)), _) if stored > event_time => Ok(()),
+        (Some((stored,)), _) if stored.as_str() >= event => Ok(()),
         (Some(_), Some(entry)) => {
             sqlx::query(db.sql(
-                "UPDATE catalog SET name = $1, price_cents = $2, active = $3, event_time = $4 \
+                "UPDATE catalog SET name = $1, price_cents = $2, active = $3, newest_event = $4 \
                  WHERE product_id = $5",
             ))
             .bind(&entry.name)
             .bind(entry.price_cents)
             .bind(i16::from(entry.active))
-            .bind(event_time)
+            .bind(event)
             .bind(product_id.to_string())
             .execute(conn)
             .await?;
@@ -117,9 +120,9 @@ pub async fn apply_product(
         }
         (Some(_), None) => {
             sqlx::query(
-                db.sql("UPDATE catalog SET active = 0, event_time = $1 WHERE product_id = $2"),
+                db.sql("UPDATE catalog SET active = 0, newest_event = $1 WHERE product_id = $2"),
             )
-            .bind(event_time)
+            .bind(event)
             .bind(product_id.to_string())
             .execute(conn)
             .await?;
@@ -127,14 +130,14 @@ pub async fn apply_product(
         }
         (None, Some(entry)) => {
             sqlx::query(db.sql(
-                "INSERT INTO catalog (product_id, name, price_cents, active, event_time) \
+                "INSERT INTO catalog (product_id, name, price_cents, active, newest_event) \
                  VALUES ($1, $2, $3, $4, $5)",
             ))
             .bind(product_id.to_string())
             .bind(&entry.name)
             .bind(entry.price_cents)
             .bind(i16::from(entry.active))
-            .bind(event_time)
+            .bind(event)
             .execute(conn)
             .await?;
             Ok(())

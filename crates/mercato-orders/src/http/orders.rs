@@ -231,6 +231,19 @@ impl Idempotency {
         }
     }
 
+    /// Makes the stored answer the one finally given after `Prefer: wait` held it.
+    async fn answered(
+        &self,
+        state: &AppState,
+        user_id: Uuid,
+        view: &OrderResponse,
+    ) -> Result<(), ApiError> {
+        let body =
+            serde_json::to_string(view).map_err(|error| ApiError::Unexpected(error.into()))?;
+        idempotency::replace_body(&state.db, user_id, self.route, &self.key, &body).await?;
+        Ok(())
+    }
+
     /// Stores the first answer in the write's transaction; `Some(response)` when another request
     /// with the key committed first (the caller's transaction is then spent).
     async fn record(
@@ -408,7 +421,11 @@ pub(crate) async fn place(
         Some(wait) => {
             let settled =
                 wait_for(state, order.id, wait, |order| order.status != Status::Pending).await?;
-            Ok(answer(StatusCode::CREATED, present_one(state, settled).await?, Some(wait)))
+            let view = present_one(state, settled).await?;
+            if let Some(idempotency) = &idempotency {
+                idempotency.answered(state, caller.user_id, &view).await?;
+            }
+            Ok(answer(StatusCode::CREATED, view, Some(wait)))
         }
         None => Ok(answer(StatusCode::CREATED, view, None)),
     }
@@ -665,9 +682,20 @@ pub async fn update_order(
     path = "/api/orders/{id}",
     tag = "orders",
     request_body = UpdateOrderRequest,
-    params(("id" = Uuid, Path)),
+    params(
+        ("id" = Uuid, Path),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: after an item change, answer once the order has left `pending`."),
+    ),
     security(("bearer" = [])),
-    responses((status = 200, body = OrderResponse)),
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, body = mercato_platform::error::Problem),
+        (status = 401, body = mercato_platform::error::Problem),
+        (status = 403, description = "a customer setting `status`", body = mercato_platform::error::Problem),
+        (status = 404, body = mercato_platform::error::Problem),
+        (status = 409, description = "`invalid_state` or `update_in_progress`", body = mercato_platform::error::Problem),
+        (status = 422, description = "`validation_failed`", body = mercato_platform::error::Problem),
+    ),
 )]
 pub async fn replace_order(
     state: State<AppState>,
@@ -716,7 +744,12 @@ pub async fn cancel_order(
     tag = "orders",
     params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header), ("Prefer" = Option<String>, Header)),
     security(("bearer" = [])),
-    responses((status = 200, description = "Cancelled", body = OrderResponse)),
+    responses(
+        (status = 200, description = "Cancelled", body = OrderResponse),
+        (status = 401, body = mercato_platform::error::Problem),
+        (status = 404, body = mercato_platform::error::Problem),
+        (status = 409, description = "`invalid_state` (rejected, shipped, delivered)", body = mercato_platform::error::Problem),
+    ),
 )]
 pub async fn cancel_order_post(
     State(state): State<AppState>,
@@ -771,13 +804,19 @@ pub(crate) async fn cancel(
     tx.commit().await?;
     if changed {
         state.outbox.notify();
+        // A placement or item change held by `Prefer: wait` is over: the order left `pending`.
+        state.waiters.wake(order.id);
         metrics::counter!("orders_cancelled_total", "by" => "request").increment(1);
         tracing::info!(order_id = %order.id, "order cancelled");
     }
     match preferences::wait(headers) {
         Some(wait) => {
             let released = wait_for(state, order.id, wait, |order| order.stock_released).await?;
-            Ok(answer(StatusCode::OK, present_one(state, released).await?, Some(wait)))
+            let view = present_one(state, released).await?;
+            if let Some(idempotency) = &idempotency {
+                idempotency.answered(state, caller.user_id, &view).await?;
+            }
+            Ok(answer(StatusCode::OK, view, Some(wait)))
         }
         None => Ok(answer(StatusCode::OK, view, None)),
     }

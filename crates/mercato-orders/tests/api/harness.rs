@@ -152,10 +152,8 @@ impl TestApp {
         }
         let outcome = self.service.saga().apply(&mut tx, event).await?;
         tx.commit().await?;
-        // As the consumer's commit hook does: wake requests held by `Prefer: wait`.
-        if let Some(order_id) = mercato_orders::saga::order_of(event) {
-            self.service.waiters().wake(order_id);
-        }
+        // What the consumer's commit hook does: wake requests held by `Prefer: wait`.
+        self.service.saga_committed(event);
         Ok(Some(outcome))
     }
 
@@ -168,6 +166,7 @@ impl TestApp {
         }
         self.service.replication().handle(&mut tx, event).await?;
         tx.commit().await?;
+        self.service.replica_committed(event);
         Ok(true)
     }
 
@@ -227,7 +226,12 @@ pub fn rejected(
     reason: RejectionReason,
     product: Option<Uuid>,
 ) -> Envelope<Value> {
-    envelope(InventoryRejected { order_id: order, order_version: version, reason, product_id: product })
+    envelope(InventoryRejected {
+        order_id: order,
+        order_version: version,
+        reason,
+        product_id: product,
+    })
 }
 
 pub fn released(order: Uuid, items: &[(Uuid, i64)]) -> Envelope<Value> {
@@ -235,7 +239,10 @@ pub fn released(order: Uuid, items: &[(Uuid, i64)]) -> Envelope<Value> {
         order_id: order,
         items: items
             .iter()
-            .map(|(product_id, quantity)| OrderLine { product_id: *product_id, quantity: *quantity })
+            .map(|(product_id, quantity)| OrderLine {
+                product_id: *product_id,
+                quantity: *quantity,
+            })
             .collect(),
     })
 }
@@ -329,4 +336,43 @@ pub fn assert_order_shape(order: &Value) {
     assert_eq!(id_of(order).get_version_num(), 7, "a UUIDv7 id: {order}");
     mercato_testkit::http::assert_rfc3339_utc(&text(&order["createdAt"]));
     mercato_testkit::http::assert_rfc3339_utc(&text(&order["updatedAt"]));
+}
+
+// What the route tests (placing, reading, changing, cancelling, idempotency, compat) share.
+
+/// `/api/orders/{id}`.
+pub fn order_path(id: Uuid) -> String {
+    format!("/api/orders/{id}")
+}
+
+/// A response header as text, if present.
+pub fn header_of(response: &Response, name: &str) -> Option<String> {
+    response.headers().get(name).map(|value| value.to_str().expect("an ASCII header").to_owned())
+}
+
+impl TestApp {
+    /// `GET /api/orders?{query}` as `who` (`200` expected): the page.
+    pub async fn list_as(&self, who: &Account, query: &str) -> Value {
+        let path = if query.is_empty() {
+            "/api/orders".to_owned()
+        } else {
+            format!("/api/orders?{query}")
+        };
+        json_body(self.get(&path, Some(&who.token)).await, StatusCode::OK).await
+    }
+
+    /// Places an order as `who` and confirms it as the products service would, every line at
+    /// `"10.00"` (so the total is `quantity × 10.00`); returns the confirmed order (version 2).
+    pub async fn place_confirmed(&self, who: &Account, items: &[(Uuid, i64)]) -> Value {
+        let placed = self.place(who, items).await;
+        let id = id_of(&placed);
+        let priced: Vec<(Uuid, i64, &str)> =
+            items.iter().map(|(product, quantity)| (*product, *quantity, "10.00")).collect();
+        let outcome =
+            self.answer(&reserved(id, 1, &priced)).await.expect("the reservation applies");
+        assert!(outcome.is_some(), "a fresh reservation event is applied");
+        let confirmed = self.order(who, id).await;
+        assert_eq!(confirmed["status"], "confirmed", "the reservation confirms: {confirmed}");
+        confirmed
+    }
 }

@@ -2,4 +2,11 @@
 //! consumers' handlers as the bus drives them, against SQLite, PostgreSQL and MariaDB
 //! (`mercato_testkit::backend_tests!`). The contract is `API.md`.
 
+mod cancelling;
+mod changing;
+mod compat;
 mod harness;
+mod idempotency;
+mod openapi;
+mod placing;
+mod reading;

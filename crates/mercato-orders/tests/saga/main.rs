@@ -4,3 +4,7 @@
 
 #[path = "../api/harness.rs"]
 mod harness;
+
+mod answers;
+mod ordering;
+mod replicas;

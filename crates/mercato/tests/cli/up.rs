@@ -156,4 +156,6 @@ async fn migrate_prepares_the_embedded_databases() {
     assert!(dir.path().join("users.db").exists());
     assert!(stdout.contains("Products: migrations applied (sqlite)"), "{stdout}");
     assert!(dir.path().join("products.db").exists());
+    assert!(stdout.contains("Orders: migrations applied (sqlite)"), "{stdout}");
+    assert!(dir.path().join("orders.db").exists());
 }
