@@ -147,6 +147,24 @@ impl EmbeddedLog {
         Ok(Self { shared: Arc::new(Shared { db, wake, live }) })
     }
 
+    /// Makes every delivery still in flight visible again at once; returns how many. For the one
+    /// process that consumes from this file, at start: deliveries a killed run claimed but never
+    /// settled would otherwise wait out their `ack_wait` before anyone handles them. (Consumers
+    /// are idempotent, so a delivery another live process still held would only be handled twice
+    /// to no effect; `mercato events` never calls this.)
+    pub async fn release_in_flight(&self) -> anyhow::Result<u64> {
+        let db = &self.shared.db;
+        let now = crate::outbox::now_millis();
+        let released =
+            sqlx::query(db.sql("UPDATE pending SET visible_at = $1 WHERE visible_at > $1"))
+                .bind(now)
+                .execute(db.pool())
+                .await?
+                .rows_affected();
+        self.shared.wake.send_modify(|generation| *generation = generation.wrapping_add(1));
+        Ok(released)
+    }
+
     /// Messages stored from now on that match `filter_subjects`, by any process using this file
     /// (`mercato events tail` runs beside `mercato up`). Polls the log every 100 ms; [`tail`]
     /// (the trait's) is the in-process, push-based variant.
@@ -888,6 +906,29 @@ mod tests {
         assert_eq!(again[0].sequence, failing_sequence);
         ack_all(again).await?;
         assert!(subscription.fetch(10, Duration::from_millis(100)).await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn deliveries_a_killed_run_left_in_flight_are_due_again_after_a_release()
+    -> anyhow::Result<()> {
+        let (_dir, log) = open_log().await?;
+        let spec = consumer("restarted", "t.>", Duration::from_secs(3600));
+        let mut subscription = log.subscribe(spec.clone()).await?;
+        publish(&log, vec![message("a", "t.x.y", "in flight")]).await?;
+        let first = subscription.fetch(10, SOON).await?;
+        assert_eq!(payloads(&first), [b"in flight"]);
+        drop(first);
+        assert!(subscription.fetch(10, SOON).await?.is_empty(), "hidden for its ack_wait");
+
+        assert_eq!(log.release_in_flight().await?, 1);
+        let again = log.subscribe(spec).await?.fetch(10, SOON).await?;
+        assert_eq!(payloads(&again), [b"in flight"]);
+        assert_eq!(again[0].attempt, 2);
+        for delivery in again {
+            delivery.settle.ack().await?;
+        }
+        assert_eq!(log.release_in_flight().await?, 0, "nothing is in flight once acked");
         Ok(())
     }
 

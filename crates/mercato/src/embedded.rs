@@ -29,6 +29,12 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 
     let keys = SigningKeys::load_or_generate(&data_dir.join("jwt-ed25519.pem"))?;
     let log = crate::backbone::embedded_log(&data_dir).await?;
+    // This process is the log's consumer: what a previous run claimed and never settled (it was
+    // killed) is handed out again now, not after its ack_wait.
+    let released = log.release_in_flight().await?;
+    if released > 0 {
+        tracing::info!(released, "deliveries left in flight by the last run are due again");
+    }
     let bus: Arc<dyn EventBus> = Arc::new(log.clone());
     let users_db = Database::connect(&sqlite_url(&data_dir, "users"), &settings.pool())?;
     let users = UsersService::start(users_db, keys, settings.users_config()?).await?;

@@ -1,7 +1,10 @@
 //! System tests of the `mercato` binary as a process: what a newcomer runs.
 
 mod events;
+mod order_drills;
+mod orders;
 mod process;
 mod products;
 mod serve;
+mod serve_orders;
 mod up;

@@ -63,7 +63,14 @@ async fn serve_users_without_a_database_url_says_so() {
 
 #[tokio::test]
 async fn services_that_do_not_exist_yet_say_so() {
-    let (ok, _, stderr) = crate::process::run(command(&["serve", "orders"])).await;
+    let (ok, _, stderr) = crate::process::run(command(&["serve", "gateway"])).await;
     assert!(!ok);
     assert!(stderr.contains("not available"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_orders_without_a_users_url_says_so() {
+    let (ok, _, stderr) = crate::process::run(command(&["serve", "orders"])).await;
+    assert!(!ok);
+    assert!(stderr.contains("users_url"), "{stderr}");
 }
