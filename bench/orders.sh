@@ -20,7 +20,7 @@ cargo build --release -q -p mercato --bin mercato
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 command -v pgbench >/dev/null || { echo "pgbench is missing: apt-get install postgresql-contrib" >&2; exit 1; }
 
-export RUST_LOG=warn MERCATO_ADMIN_EMAIL=bench-admin@example.com MERCATO_ADMIN_PASSWORD=bench-admin-password
+export RUST_LOG=error MERCATO_ADMIN_EMAIL=bench-admin@example.com MERCATO_ADMIN_PASSWORD=bench-admin-password
 users_port=18491 products_port=18492 orders_port=18493
 pids=()
 databases=()
@@ -59,14 +59,22 @@ run_scenarios() {
   export TOKEN=$customer PRODUCTS
   PRODUCTS=$(IFS=,; echo "${ids[*]}")
   echo "### $label: POST /api/orders (3 lines), answered at once"
-  PREFER="" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/place-order.lua "$orders/api/orders"
-  # Let the backlog of the placement run settle before measuring settled orders.
-  for _ in $(seq 1 600); do
+  local started output placed drained
+  started=$(date +%s.%N)
+  output=$(PREFER="" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/place-order.lua "$orders/api/orders")
+  echo "$output"
+  placed=$(echo "$output" | awk '/requests in/ {print $1}')
+  # The saga's throughput: every order placed in the run, from the first placement until the
+  # last one has left pending (polled every 100 ms).
+  for _ in $(seq 1 6000); do
     pending=$(curl -sf "$orders/api/orders?status=pending&limit=1" -H "authorization: Bearer $admin" |
       python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')
     [ "$pending" = 0 ] && break
-    sleep 0.5
+    sleep 0.1
   done
+  drained=$(date +%s.%N)
+  python3 -c "import sys; n, t = int(sys.argv[1]), float(sys.argv[3]) - float(sys.argv[2]); print(f'### $label: saga throughput: {n} orders placed and settled in {t:.1f} s = {n / t:.0f} settled orders/s')" \
+    "$placed" "$started" "$drained"
   echo "### $label: settled orders (POST with Prefer: wait=30, placed → confirmed)"
   PREFER="wait=30" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/place-order.lua "$orders/api/orders"
   echo "### $label: orders left pending after the runs"
@@ -78,12 +86,13 @@ run_scenarios() {
 }
 
 pgbench_baseline() {
-  local db="mercato_bench_pgbench_$$"
+  local db="mercato_bench_pgbench_$$_$RANDOM"
   databases+=("$db")
   psql "$PG_URL" -qc "CREATE DATABASE $db" >/dev/null
   psql "${PG_URL%/*}/$db" -qf bench/order-transaction-setup.sql >/dev/null
   echo "### pgbench: the order as one local transaction (10 statements, 8 clients)"
-  pgbench -n -c 8 -j 2 -T "${DURATION%s}" -f bench/order-transaction.sql "${PG_URL%/*}/$db" | grep -E "tps|latency"
+  pgbench -n -c 8 -j 2 -T "${DURATION%s}" -f bench/order-transaction.sql "${PG_URL%/*}/$db" | grep -E "tps|latency|failed"
+  psql "$PG_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
 }
 
 pgbench_baseline
