@@ -591,7 +591,7 @@ mercato_testkit::backend_tests! {
 }
 
 crate::ignored_backend_tests! {
-    "bug: an answer applied by another instance of the service never wakes the requests held here";
+    "issue 7: waking held requests across instances (ADR 0007); today an answer applied by another instance is seen when the wait runs out";
     async fn a_held_placement_is_answered_when_another_instance_applies_the_answer(db) {
         // Several instances of the service share the `orders-saga` consumer: the one that
         // applies an answer is not always the one holding the request.
