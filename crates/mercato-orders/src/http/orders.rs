@@ -164,6 +164,32 @@ async fn wait_for(
     Ok(order)
 }
 
+/// The answer after a committed write: with `Prefer: wait`, the order once `done` (or as it is
+/// when the wait runs out); without, the order as written. The write stands whatever happens
+/// here, so when the order cannot be read again the answer is the order as written, not an error
+/// that would invite a retry.
+async fn held(
+    state: &AppState,
+    order_id: Uuid,
+    wait: Option<Duration>,
+    done: impl Fn(&Order) -> bool,
+    written: OrderResponse,
+) -> OrderResponse {
+    let Some(wait) = wait else { return written };
+    let waited = async {
+        let order = wait_for(state, order_id, wait, done).await?;
+        present_one(state, order).await
+    }
+    .await;
+    match waited {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::warn!(%order_id, %error, "cannot read the order again after the write; answering with it as written");
+            written
+        }
+    }
+}
+
 /// A write's answer: the order, with `Location` for a creation and `Preference-Applied` when
 /// the response was held.
 fn answer(status: StatusCode, view: OrderResponse, waited: Option<Duration>) -> Response {
@@ -231,21 +257,28 @@ impl Idempotency {
         }
     }
 
-    /// Makes the stored answer the one finally given after `Prefer: wait` held it.
-    async fn answered(
-        &self,
-        state: &AppState,
-        user_id: Uuid,
-        view: &OrderResponse,
-    ) -> Result<(), ApiError> {
-        let body =
-            serde_json::to_string(view).map_err(|error| ApiError::Unexpected(error.into()))?;
-        idempotency::replace_body(&state.db, user_id, self.route, &self.key, &body).await?;
-        Ok(())
+    /// Makes the stored answer the one finally given after `Prefer: wait` held it. The write is
+    /// committed either way: when this fails, a retry gets the answer first stored (the order as
+    /// written), which is still a true answer.
+    async fn answered(&self, state: &AppState, user_id: Uuid, view: &OrderResponse) {
+        let Ok(body) = serde_json::to_string(view) else { return };
+        if let Err(error) =
+            idempotency::replace_body(&state.db, user_id, self.route, &self.key, &body).await
+        {
+            tracing::warn!(%error, "cannot store the held answer for its idempotency key");
+        }
     }
 
-    /// Stores the first answer in the write's transaction; `Some(response)` when another request
-    /// with the key committed first (the caller's transaction is then spent).
+    /// After losing the race for the key to a concurrent request (whose commit made this one's
+    /// insert fail): answers what the winner answered.
+    async fn winner(&self, state: &AppState, user_id: Uuid) -> Result<Response, ApiError> {
+        self.earlier(state, user_id).await?.ok_or_else(|| {
+            ApiError::Unavailable(anyhow::anyhow!("an idempotency key vanished after its commit"))
+        })
+    }
+
+    /// Stores the first answer in the write's transaction; `false` when another request with the
+    /// key committed first (the caller's transaction is then spent: roll it back).
     async fn record(
         &self,
         state: &AppState,
@@ -393,8 +426,8 @@ pub(crate) async fn place(
         placement.payment_method,
         now,
     );
-    let view = present_one(state, order.clone()).await?;
     let mut tx = state.db.begin().await?;
+    let view = present(state, &mut tx, vec![order.clone()]).await?.pop().ok_or_else(not_found)?;
     orders::insert(&state.db, &mut tx, &order).await?;
     let event = OrderPlaced {
         order_id: order.id,
@@ -406,29 +439,18 @@ pub(crate) async fn place(
     if let Some(idempotency) = &idempotency
         && !idempotency.record(state, &mut tx, caller.user_id, StatusCode::CREATED, &view).await?
     {
-        // A concurrent request with the same key won: answer what it answered.
         drop(tx);
-        return match idempotency.earlier(state, caller.user_id).await? {
-            Some(earlier) => Ok(earlier),
-            None => Err(ApiError::Unavailable(anyhow::anyhow!("an idempotency key vanished"))),
-        };
+        return idempotency.winner(state, caller.user_id).await;
     }
     tx.commit().await?;
     state.outbox.notify();
     metrics::counter!("orders_placed_total").increment(1);
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = order.items.len(), "order placed");
-    match wait {
-        Some(wait) => {
-            let settled =
-                wait_for(state, order.id, wait, |order| order.status != Status::Pending).await?;
-            let view = present_one(state, settled).await?;
-            if let Some(idempotency) = &idempotency {
-                idempotency.answered(state, caller.user_id, &view).await?;
-            }
-            Ok(answer(StatusCode::CREATED, view, Some(wait)))
-        }
-        None => Ok(answer(StatusCode::CREATED, view, None)),
+    let view = held(state, order.id, wait, |order| order.status != Status::Pending, view).await;
+    if let (Some(idempotency), Some(_)) = (&idempotency, wait) {
+        idempotency.answered(state, caller.user_id, &view).await;
     }
+    Ok(answer(StatusCode::CREATED, view, wait))
 }
 
 /// One order: its owner's or, for an admin, anyone's.
@@ -625,6 +647,7 @@ pub async fn update_order(
     if let Some(status) = status {
         order.advance(status, now).map_err(refused)?;
     }
+    let view = present(&state, &mut tx, vec![order.clone()]).await?.pop().ok_or_else(not_found)?;
     if order.version != before {
         orders::update(&state.db, &mut tx, &order).await?;
         let traceparent = Some(trace.0);
@@ -667,13 +690,8 @@ pub async fn update_order(
         tracing::info!(order_id = %order.id, version = order.version, "order changed");
     }
     let wait = preferences::wait(&headers).filter(|_| items.is_some());
-    let order = match wait {
-        Some(wait) => {
-            wait_for(&state, order.id, wait, |order| order.status != Status::Pending).await?
-        }
-        None => order,
-    };
-    Ok(answer(StatusCode::OK, present_one(&state, order).await?, wait))
+    let view = held(&state, order.id, wait, |order| order.status != Status::Pending, view).await;
+    Ok(answer(StatusCode::OK, view, wait))
 }
 
 /// `PUT` is a partial update, as `PATCH` (the original clients send `PUT`).
@@ -796,10 +814,7 @@ pub(crate) async fn cancel(
         && !idempotency.record(state, &mut tx, caller.user_id, StatusCode::OK, &view).await?
     {
         drop(tx);
-        return match idempotency.earlier(state, caller.user_id).await? {
-            Some(earlier) => Ok(earlier),
-            None => Err(ApiError::Unavailable(anyhow::anyhow!("an idempotency key vanished"))),
-        };
+        return idempotency.winner(state, caller.user_id).await;
     }
     tx.commit().await?;
     if changed {
@@ -809,15 +824,10 @@ pub(crate) async fn cancel(
         metrics::counter!("orders_cancelled_total", "by" => "request").increment(1);
         tracing::info!(order_id = %order.id, "order cancelled");
     }
-    match preferences::wait(headers) {
-        Some(wait) => {
-            let released = wait_for(state, order.id, wait, |order| order.stock_released).await?;
-            let view = present_one(state, released).await?;
-            if let Some(idempotency) = &idempotency {
-                idempotency.answered(state, caller.user_id, &view).await?;
-            }
-            Ok(answer(StatusCode::OK, view, Some(wait)))
-        }
-        None => Ok(answer(StatusCode::OK, view, None)),
+    let wait = preferences::wait(headers);
+    let view = held(state, order.id, wait, |order| order.stock_released, view).await;
+    if let (Some(idempotency), Some(_)) = (&idempotency, wait) {
+        idempotency.answered(state, caller.user_id, &view).await;
     }
+    Ok(answer(StatusCode::OK, view, wait))
 }
