@@ -58,8 +58,8 @@ pub use inventory::{
     InventoryUpdated, PricedLine, RejectionReason,
 };
 pub use orders::{
-    OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPlaced, OrderRejected,
-    OrderShipped, OrderUpdated,
+    MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine,
+    OrderPlaced, OrderRejected, OrderShipped, OrderUpdated,
 };
 pub use products::{ProductCreated, ProductDeleted, ProductUpdated};
 pub use subjects::{dead_letter_stream_name, nats_subject, stream_name, stream_subjects};

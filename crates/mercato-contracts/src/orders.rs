@@ -11,6 +11,11 @@ use uuid::Uuid;
 
 use crate::event::impl_event;
 
+/// Lines an order has: 1 to this many (API.md).
+pub const MAX_ORDER_LINES: usize = 100;
+/// Units one line asks for: 1 to this many (API.md).
+pub const MAX_LINE_QUANTITY: i64 = 10_000;
+
 /// One line of an order as the customer asked for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -4,17 +4,13 @@
 
 use std::collections::HashSet;
 
-use mercato_contracts::OrderLine;
+use mercato_contracts::{MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderLine};
 use mercato_platform::validation::Fields;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::order::Address;
 
-/// Lines per order.
-pub const MAX_ITEMS: usize = 100;
-/// Units per line.
-pub const MAX_QUANTITY: i64 = 10_000;
 /// Characters of a payment method.
 pub const MAX_PAYMENT_METHOD: usize = 50;
 
@@ -40,8 +36,8 @@ pub fn uuid(value: &Value) -> Result<Uuid, String> {
 
 pub fn quantity(value: &Value) -> Result<i64, String> {
     match value.as_i64() {
-        Some(quantity) if (1..=MAX_QUANTITY).contains(&quantity) => Ok(quantity),
-        _ => Err(format!("must be a whole number from 1 to {MAX_QUANTITY}")),
+        Some(quantity) if (1..=MAX_LINE_QUANTITY).contains(&quantity) => Ok(quantity),
+        _ => Err(format!("must be a whole number from 1 to {MAX_LINE_QUANTITY}")),
     }
 }
 
@@ -51,8 +47,8 @@ pub fn items(fields: &mut Fields, value: &Value) -> Option<Vec<OrderLine>> {
         fields.push("items", "must be a list of {productId, quantity}");
         return None;
     };
-    if raw.is_empty() || raw.len() > MAX_ITEMS {
-        fields.push("items", format!("must have 1 to {MAX_ITEMS} lines"));
+    if raw.is_empty() || raw.len() > MAX_ORDER_LINES {
+        fields.push("items", format!("must have 1 to {MAX_ORDER_LINES} lines"));
         return None;
     }
     let mut lines = Vec::with_capacity(raw.len());

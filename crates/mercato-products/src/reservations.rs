@@ -27,8 +27,8 @@ use mercato_bus::Outbox;
 use mercato_bus::consumer::{Handler, HandlerError};
 use mercato_contracts::{
     Envelope, Event, InventoryChangeReason, InventoryRejected, InventoryReleased,
-    InventoryReserved, InventoryUpdated, OrderCancelled, OrderLine, OrderPlaced, OrderUpdated,
-    PricedLine, RejectionReason,
+    InventoryReserved, InventoryUpdated, MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderCancelled,
+    OrderLine, OrderPlaced, OrderUpdated, PricedLine, RejectionReason,
 };
 use mercato_platform::time::Timestamp;
 use mercato_store::Database;
@@ -39,9 +39,6 @@ use uuid::Uuid;
 
 use crate::db::holds::{self, Hold, HoldState};
 use crate::db::products::{self, Product};
-
-/// The largest quantity of one line the orders service accepts.
-pub const MAX_QUANTITY: i64 = 10_000;
 
 /// What applying one order event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,14 +122,16 @@ fn read(event: &Envelope<Value>) -> Result<OrderEvent, HandlerError> {
 /// The wanted units per product; lines the orders service would never have accepted are
 /// refused outright (dead-lettered), not guessed at.
 fn wanted_units(items: &[OrderLine]) -> Result<BTreeMap<Uuid, i64>, HandlerError> {
-    if items.is_empty() || items.len() > 100 {
-        return Err(HandlerError::Reject(anyhow::anyhow!("an order has 1..100 lines")));
+    if items.is_empty() || items.len() > MAX_ORDER_LINES {
+        return Err(HandlerError::Reject(anyhow::anyhow!(
+            "an order has 1..={MAX_ORDER_LINES} lines"
+        )));
     }
     let mut wanted = BTreeMap::new();
     for line in items {
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+        if !(1..=MAX_LINE_QUANTITY).contains(&line.quantity) {
             return Err(HandlerError::Reject(anyhow::anyhow!(
-                "quantity {} of {} is outside 1..={MAX_QUANTITY}",
+                "quantity {} of {} is outside 1..={MAX_LINE_QUANTITY}",
                 line.quantity,
                 line.product_id
             )));
