@@ -83,6 +83,44 @@ pub struct TestDatabase {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// An outage of one PostgreSQL test database, without stopping the shared server: the database
+/// is closed to new connections (`ALLOW_CONNECTIONS false`, which binds superusers too) and its
+/// sessions are ended. [`PostgresOutage::end`] opens it again.
+#[derive(Debug)]
+pub struct PostgresOutage {
+    name: String,
+}
+
+impl PostgresOutage {
+    /// Takes `database` (a PostgreSQL [`TestDatabase`]) away.
+    pub async fn begin(database: &TestDatabase) -> Self {
+        assert_eq!(database.backend, Backend::Postgres, "an outage drill needs PostgreSQL");
+        let name = database.name.clone();
+        postgres_admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+        postgres_admin(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await;
+        Self { name }
+    }
+
+    /// Brings the database back.
+    pub async fn end(self) {
+        postgres_admin(format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name)).await;
+    }
+}
+
+async fn postgres_admin(statement: String) {
+    let mut connection = sqlx::PgConnection::connect(&admin_url(Backend::Postgres))
+        .await
+        .expect("an admin connection to PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut connection)
+        .await
+        .expect("the admin statement runs");
+    let _ = connection.close().await;
+}
+
 impl TestDatabase {
     /// Creates a fresh, empty database; `None` (after a loud message) when the server is
     /// unreachable and servers are not required.

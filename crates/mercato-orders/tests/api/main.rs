@@ -8,5 +8,6 @@ mod compat;
 mod harness;
 mod idempotency;
 mod openapi;
+mod outage;
 mod placing;
 mod reading;
