@@ -35,6 +35,13 @@ impl Timestamp {
         Self(self.0.saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
     }
 
+    /// Reads an RFC 3339 timestamp (as [`Timestamp::to_rfc3339`] writes them).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let time = humantime::parse_rfc3339(text).ok()?;
+        let millis = time.duration_since(UNIX_EPOCH).ok()?.as_millis();
+        i64::try_from(millis).ok().map(Self)
+    }
+
     pub fn to_rfc3339(self) -> String {
         let time = match u64::try_from(self.0) {
             Ok(millis) => UNIX_EPOCH + Duration::from_millis(millis),

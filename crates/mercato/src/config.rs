@@ -34,6 +34,7 @@ pub struct Settings {
     pub currency: String,
     pub database: DatabaseSettings,
     pub users: UsersSettings,
+    pub gateway: mercato_gateway::GatewayConfig,
 }
 
 impl Default for Settings {
@@ -54,6 +55,7 @@ impl Default for Settings {
             currency: "USD".to_owned(),
             database: DatabaseSettings::default(),
             users: UsersSettings::default(),
+            gateway: mercato_gateway::GatewayConfig::default(),
         }
     }
 }
@@ -164,6 +166,17 @@ impl Settings {
         let hashing = &self.users.hashing;
         argon2::Params::new(hashing.memory_kib, hashing.iterations, hashing.parallelism, None)
             .map_err(|error| anyhow::anyhow!("invalid configuration: `users.hashing`: {error}"))?;
+        let gateway = &self.gateway.limits;
+        if [
+            gateway.max_depth,
+            gateway.max_complexity,
+            gateway.max_aliases,
+            gateway.max_document_bytes,
+        ]
+        .contains(&0)
+        {
+            bail!("invalid configuration: `gateway.limits` must each be at least 1");
+        }
         if self.database.max_connections == 0 {
             bail!("invalid configuration: `database.max_connections` must be at least 1");
         }

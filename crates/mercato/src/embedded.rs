@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mercato_bus::EventBus;
+use mercato_gateway::Gateway;
+use mercato_gateway::upstream::InProcess;
 use mercato_orders::OrdersService;
 use mercato_platform::http::{Operations, finish};
 use mercato_products::ProductsService;
@@ -66,6 +68,18 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     let (users_routes, users_api) = users.routes();
     let (products_routes, products_api) = products.routes();
     let (orders_routes, orders_api) = orders.routes();
+    let services = users_routes.merge(products_routes).merge(orders_routes);
+    // The gateway calls the services' routers in process: the same handlers, no socket.
+    let gateway = Gateway::new(
+        Arc::new(InProcess::new(services.clone())),
+        users.verifier(),
+        settings.gateway.clone(),
+    );
+    background.spawn(gateway.hub().clone().run(
+        bus.clone(),
+        prefix.clone(),
+        background.stop_signal(),
+    ));
     let mut readiness = users.readiness();
     readiness.merge(products.readiness());
     readiness.merge(orders.readiness());
@@ -76,10 +90,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         openapi: mercato_platform::http::document(vec![users_api, products_api, orders_api]),
     };
     let app = finish(
-        users_routes
-            .merge(products_routes)
-            .merge(orders_routes)
-            .merge(crate::events::asyncapi_route(&prefix)),
+        services.merge(gateway.routes()).merge(crate::events::asyncapi_route(&prefix)),
         operations,
     );
 
@@ -89,6 +100,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("Mercato is running at http://{address}");
     println!("  REST API      http://{address}/api");
+    println!("  GraphQL       http://{address}/graphql (GraphiQL in a browser)");
     println!("  OpenAPI       http://{address}/api/openapi.json");
     println!("  AsyncAPI      http://{address}/api/asyncapi.json");
     println!("  health        http://{address}/health/ready");

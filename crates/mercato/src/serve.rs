@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use mercato_bus::EventBus;
+use mercato_gateway::Gateway;
+use mercato_gateway::upstream::{HttpSettings, OverHttp};
 use mercato_orders::OrdersService;
 use mercato_platform::auth::TokenVerifier;
 use mercato_platform::health::Readiness;
@@ -37,10 +39,7 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         Service::Users => serve_users(settings).await,
         Service::Products => serve_products(settings).await,
         Service::Orders => serve_orders(settings).await,
-        other => anyhow::bail!(
-            "`mercato serve {}` is not available in this version yet; `mercato up` runs what exists",
-            format!("{other:?}").to_lowercase()
-        ),
+        Service::Gateway => serve_gateway(settings).await,
     }
 }
 
@@ -121,6 +120,40 @@ async fn serve_orders(settings: Settings) -> anyhow::Result<()> {
     shape.serve(&settings, background).await?;
     orders.database().close().await;
     Ok(())
+}
+
+/// The gateway: GraphQL over the three services' HTTP APIs, subscriptions from NATS, and
+/// `/api/*` forwarded, so that one address serves what `mercato up` serves.
+async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
+    let verifier = remote_verifier(&settings, "gateway")?;
+    let url = |value: &Option<String>, key: &str| {
+        value.clone().with_context(|| {
+            format!(
+                "`{key}` (--{} or MERCATO_{}) is required for `serve gateway`",
+                key.replace('_', "-"),
+                key.to_uppercase()
+            )
+        })
+    };
+    let upstream = OverHttp::new(HttpSettings {
+        users_url: url(&settings.users_url, "users_url")?,
+        products_url: url(&settings.products_url, "products_url")?,
+        orders_url: url(&settings.orders_url, "orders_url")?,
+        timeout: Duration::from_secs(10),
+        read_retries: 2,
+    })?;
+    let gateway = Gateway::new(Arc::new(upstream), verifier, settings.gateway.clone());
+    let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
+    let mut background = Background::new();
+    background.spawn(gateway.hub().clone().run(
+        bus.clone(),
+        settings.nats_prefix.clone(),
+        background.stop_signal(),
+    ));
+    let routes = gateway.routes().merge(gateway.forwarding());
+    let openapi = utoipa::openapi::OpenApi::default();
+    let shape = Shape { name: "gateway", routes, openapi, readiness: Readiness::default(), bus };
+    shape.serve(&settings, background).await
 }
 
 /// What every single-service process serves besides its own routes.

@@ -547,8 +547,9 @@ pub async fn list_orders(
     let filter = Filter { user_id, status, before };
     let mut conn = state.db.pool().acquire().await?;
     let rows = orders::list(&state.db, &mut conn, &filter, limit + 1).await?;
-    let page =
-        Page::from_rows(rows, limit, |order| format!("{}:{}", order.created_at.millis(), order.id));
+    let page = Page::from_rows(rows, limit, |order| {
+        mercato_platform::pagination::order_key(order.created_at.millis(), &order.id.to_string())
+    });
     let items = present(&state, &mut conn, page.items).await?;
     Ok(Json(Page { items, next_cursor: page.next_cursor }))
 }

@@ -11,7 +11,7 @@ use mercato_platform::ApiError;
 use mercato_platform::auth::Admin;
 use mercato_platform::extract::{Json, Path, Query};
 use mercato_platform::money::Money;
-use mercato_platform::pagination::{Page, decode_cursor, parse_limit};
+use mercato_platform::pagination::{Page, decode_cursor, parse_ids, parse_limit};
 use mercato_platform::time::Timestamp;
 use mercato_platform::trace::TraceContext;
 use mercato_platform::validation::Fields;
@@ -263,22 +263,6 @@ fn price_bound(name: &str, raw: Option<&str>) -> Result<Option<Money>, ApiError>
     .transpose()
 }
 
-fn listed_ids(raw: &str) -> Result<Vec<Uuid>, ApiError> {
-    let ids: Vec<&str> = raw.split(',').map(str::trim).collect();
-    if ids.len() > 100 {
-        return Err(ApiError::bad_request("ids lists at most 100 products"));
-    }
-    let mut parsed = Vec::with_capacity(ids.len());
-    for id in ids {
-        let id = Uuid::parse_str(id)
-            .map_err(|_| ApiError::bad_request(format!("ids: `{id}` is not a UUID")))?;
-        if !parsed.contains(&id) {
-            parsed.push(id);
-        }
-    }
-    Ok(parsed)
-}
-
 /// Active products in creation order, filtered; or exactly the products of `ids`.
 #[utoipa::path(
     get,
@@ -325,7 +309,7 @@ pub async fn list_products(
         max_price: price_bound("maxPrice", query.max_price.as_deref())?,
         in_stock,
     };
-    let ids = query.ids.as_deref().map(listed_ids).transpose()?;
+    let ids = query.ids.as_deref().map(|raw| parse_ids(raw, "products")).transpose()?;
     let mut conn = state.db.pool().acquire().await?;
     let rows = products::list(&state.db, &mut conn, &filter, ids.as_deref(), after, limit).await?;
     let page = match ids {

@@ -160,6 +160,30 @@ pub async fn delete(
     Ok(done.rows_affected() == 1)
 }
 
+/// The accounts of `ids` that exist, in no particular order.
+#[tracing::instrument(skip_all)]
+pub async fn by_ids(
+    db: &Database,
+    conn: &mut AnyConnection,
+    ids: &[Uuid],
+) -> Result<Vec<User>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT id, name, email, password_hash, role, created_at, updated_at FROM users \
+         WHERE id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, UserRow>(db.sql_owned(sql));
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.into_iter().map(User::try_from).collect()
+}
+
 /// One page of accounts in id (= creation) order, after `after`, optionally matching `query`
 /// in name or email (case-insensitive substring). Fetches `limit + 1` rows (see `Page`).
 #[tracing::instrument(skip_all)]

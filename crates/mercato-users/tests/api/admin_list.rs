@@ -149,3 +149,41 @@ backend_tests! {
         assert_eq!(emails_matching(&app, r"\%", &admin.token).await, set(&[]));
     }
 }
+
+backend_tests! {
+    async fn ids_lists_exactly_those_accounts_in_the_order_asked(db) {
+        let app = spawn_app(db).await;
+        let ada = app.token_for("Ada", "ada@example.com").await;
+        let bo = app.token_for("Bo", "bo@example.com").await;
+        let admin = app.admin().await;
+        let unknown = "0193a0c4-7b5e-7cc2-9f3e-2f1d7f0c9a11";
+        let ids = format!("{},{unknown},{},{}", bo.id, ada.id, bo.id);
+        let page = list(&app, &[("ids", &ids)], &admin.token).await;
+        let emails: Vec<String> =
+            page["items"].as_array().expect("items").iter().map(|u| text(&u["email"])).collect();
+        assert_eq!(emails, ["bo@example.com", "ada@example.com"], "{page}");
+        assert_eq!(page["nextCursor"], Value::Null);
+
+        // A customer may not batch-read accounts; bad ids and too many are refused.
+        let own = ada.id.clone();
+        problem(
+            app.get_query("/api/users", &[("ids", &own)], Some(&ada.token)).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        problem(
+            app.get_query("/api/users", &[("ids", "nope")], Some(&admin.token)).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        )
+        .await;
+        let many = vec![unknown; 101].join(",");
+        problem(
+            app.get_query("/api/users", &[("ids", &many)], Some(&admin.token)).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        )
+        .await;
+    }
+}

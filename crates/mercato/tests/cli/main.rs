@@ -1,6 +1,7 @@
 //! System tests of the `mercato` binary as a process: what a newcomer runs.
 
 mod events;
+mod graphiql;
 mod order_drills;
 mod orders;
 mod process;

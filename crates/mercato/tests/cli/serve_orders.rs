@@ -1,6 +1,7 @@
 //! The order saga across processes: `mercato serve users`, `serve products` and `serve orders`,
 //! each on its own database (PostgreSQL or MariaDB), meeting only through JetStream on the shared
-//! NATS (under a prefix of their own) and the users service's JWKS.
+//! NATS (under a prefix of their own) and the users service's JWKS; then `serve gateway` in front
+//! of them, forwarding REST and answering GraphQL over HTTP.
 
 use std::time::Duration;
 
@@ -177,7 +178,82 @@ async fn the_saga_runs_across_processes(backend: Backend) {
     assert_eq!(settled["status"], "rejected");
     assert_eq!(settled["rejectionReason"], "insufficient_stock");
 
-    for process in [orders, products, users] {
+    // The gateway in front: REST forwarded to the owning service, GraphQL over all three.
+    let gateway = Mercato::start(command(&[
+        "serve",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--nats-url",
+        &nats,
+        "--nats-prefix",
+        &prefix,
+        "--users-url",
+        users.base_url.as_str(),
+        "--products-url",
+        products.base_url.as_str(),
+        "--orders-url",
+        orders.base_url.as_str(),
+    ]))
+    .await;
+    let (status, forwarded) = send(
+        reqwest::Method::GET,
+        gateway.url(&format!("/api/products/{product_id}")),
+        &customer,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{forwarded}");
+    assert_eq!(forwarded["stock"], 5);
+    let (status, placed) = send(
+        reqwest::Method::POST,
+        gateway.url("/api/orders"),
+        &customer,
+        Some(json!({"items": [{"productId": product_id, "quantity": 1}]})),
+        Some("wait=20"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    assert_eq!(placed["status"], "confirmed", "{placed}");
+    let (status, _) =
+        send(reqwest::Method::GET, gateway.url("/api/nowhere"), &customer, None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let place = format!(
+        "mutation {{ placeOrder(input: {{items: [{{productId: \"{product_id}\", quantity: 2}}]}}, \
+         waitSeconds: 20) {{ status total items {{ name unitPrice }} }} }}"
+    );
+    let (status, answer) = send(
+        reqwest::Method::POST,
+        gateway.url("/graphql"),
+        &customer,
+        Some(json!({ "query": place })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["data"]["placeOrder"]["status"], "CONFIRMED", "{answer}");
+    assert_eq!(answer["data"]["placeOrder"]["total"], "50.00");
+    let page = "{ orders(first: 10) { edges { node { status user { email } \
+                items { product { name stock } } } } } }";
+    let (status, answer) = send(
+        reqwest::Method::POST,
+        gateway.url("/graphql"),
+        &admin,
+        Some(json!({ "query": page })),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let edges = answer["data"]["orders"]["edges"].as_array().expect("a page of orders").clone();
+    assert!(edges.len() >= 4, "{answer}");
+    for edge in &edges {
+        assert_eq!(edge["node"]["user"]["email"], "dee@example.com", "{answer}");
+        assert!(edge["node"]["items"][0]["product"]["name"].is_string(), "{answer}");
+    }
+
+    for process in [gateway, orders, products, users] {
         assert!(process.terminate().await.success());
     }
 }

@@ -1,0 +1,137 @@
+//! What every resolver knows about its request: the caller ([`Session::require`] and friends
+//! give the coded errors), the credentials passed on to the services, and the per-request
+//! batching loaders behind `Order.user` and `OrderItem.product`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::Result;
+use async_graphql::dataloader::{DataLoader, Loader};
+use mercato_platform::auth::Caller;
+
+use crate::clients::{Credentials, Services};
+use crate::errors::{ServiceError, forbidden, unauthenticated};
+use crate::schema::types::{Product, User};
+
+/// Who sent the request, as the gateway's own check of the token found.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    Anonymous,
+    Caller(Caller),
+    /// A token was sent and refused; the reason is safe to show.
+    Refused(String),
+}
+
+/// The per-request (or per-socket) context of the resolvers.
+pub struct Session {
+    pub services: Services,
+    pub credentials: Credentials,
+    pub authentication: Authentication,
+    pub products: DataLoader<ProductLoader>,
+    pub users: DataLoader<UserLoader>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("authentication", &self.authentication)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn new(
+        services: Services,
+        credentials: Credentials,
+        authentication: Authentication,
+    ) -> Self {
+        let caller = match &authentication {
+            Authentication::Caller(caller) => Some(caller.clone()),
+            _ => None,
+        };
+        let products =
+            ProductLoader { services: services.clone(), credentials: credentials.clone() };
+        let users =
+            UserLoader { services: services.clone(), credentials: credentials.clone(), caller };
+        Self {
+            services,
+            credentials,
+            authentication,
+            products: DataLoader::new(products, tokio::spawn),
+            users: DataLoader::new(users, tokio::spawn),
+        }
+    }
+
+    /// The caller, `None` when no token was sent; a refused token is `UNAUTHENTICATED`.
+    pub fn caller(&self) -> Result<Option<&Caller>> {
+        match &self.authentication {
+            Authentication::Anonymous => Ok(None),
+            Authentication::Caller(caller) => Ok(Some(caller)),
+            Authentication::Refused(reason) => {
+                Err(crate::errors::coded(crate::errors::UNAUTHENTICATED, reason.clone()))
+            }
+        }
+    }
+
+    /// The caller, or `UNAUTHENTICATED`.
+    pub fn require(&self) -> Result<&Caller> {
+        self.caller()?.ok_or_else(unauthenticated)
+    }
+
+    /// An admin caller, or `UNAUTHENTICATED` / `FORBIDDEN`.
+    pub fn require_admin(&self) -> Result<&Caller> {
+        let caller = self.require()?;
+        if caller.is_admin() { Ok(caller) } else { Err(forbidden("only an admin may do this")) }
+    }
+}
+
+/// Products by id: one `GET /api/products?ids=` per batch.
+pub struct ProductLoader {
+    services: Services,
+    credentials: Credentials,
+}
+
+impl Loader<String> for ProductLoader {
+    type Value = Product;
+    type Error = Arc<ServiceError>;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Product>, Self::Error> {
+        let ids: Vec<String> =
+            keys.iter().filter(|id| uuid::Uuid::parse_str(id).is_ok()).cloned().collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let products = self.services.products_by_ids(&ids, &self.credentials).await?;
+        Ok(products.into_iter().map(|product| (product.id.to_string(), product)).collect())
+    }
+}
+
+/// Users by id: one `GET /api/users?ids=` per batch for an admin; a customer may see only
+/// themself, one `GET /api/users/me`; nobody else sees anyone.
+pub struct UserLoader {
+    services: Services,
+    credentials: Credentials,
+    caller: Option<Caller>,
+}
+
+impl Loader<String> for UserLoader {
+    type Value = User;
+    type Error = Arc<ServiceError>;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, User>, Self::Error> {
+        let Some(caller) = &self.caller else { return Ok(HashMap::new()) };
+        let users = if caller.is_admin() {
+            let ids: Vec<String> =
+                keys.iter().filter(|id| uuid::Uuid::parse_str(id).is_ok()).cloned().collect();
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            self.services.users_by_ids(&ids, &self.credentials).await?
+        } else if keys.iter().any(|id| *id == caller.user_id.to_string()) {
+            vec![self.services.me(&self.credentials).await?]
+        } else {
+            Vec::new()
+        };
+        Ok(users.into_iter().map(|user| (user.id.to_string(), user)).collect())
+    }
+}

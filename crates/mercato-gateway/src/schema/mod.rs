@@ -1,0 +1,45 @@
+//! The GraphQL schema of API.md ("GraphQL gateway"), committed as `schema.graphql` at the
+//! repository root (a test fails when they drift apart).
+//!
+//! - [`types`]: objects read from the services' JSON, inputs, enums, the `Decimal` and
+//!   `DateTime` scalars;
+//! - [`query`], [`mutation`], [`subscription`]: the root types;
+//! - [`context`]: the per-request [`context::Session`] (caller, credentials, loaders);
+//! - [`connections`]: Relay connections over the services' cursor pages.
+
+pub mod connections;
+pub mod context;
+mod ids;
+pub mod mutation;
+pub mod query;
+pub mod subscription;
+pub mod types;
+
+use async_graphql::Schema;
+use async_graphql::extensions::apollo_persisted_queries::{
+    ApolloPersistedQueries, LruCacheStorage,
+};
+
+use crate::hub::EventHub;
+use crate::limits::{Guards, Limits};
+
+pub type GatewaySchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
+
+/// How many automatic persisted queries each gateway instance remembers.
+const PERSISTED_QUERIES: usize = 2048;
+
+pub fn build(hub: EventHub, limits: Limits, introspection: bool) -> GatewaySchema {
+    let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
+        .data(hub)
+        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
+        .extension(Guards::new(limits));
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, as `schema.graphql` holds it.
+pub fn sdl() -> String {
+    build(EventHub::new(), Limits::default(), true).sdl()
+}
