@@ -313,6 +313,28 @@ impl Services {
         self.json(Self::call(Service::Orders, Method::GET, path, credentials)).await
     }
 
+    /// The first page (`limit` orders) of each of `users`, in one call per 100 users.
+    pub async fn orders_by_user(
+        &self,
+        users: &[String],
+        status: Option<&str>,
+        limit: i32,
+        credentials: &Credentials,
+    ) -> Result<Vec<UserPage>, ServiceError> {
+        let mut pages = Vec::with_capacity(users.len());
+        for chunk in users.chunks(100) {
+            let mut query = vec![("userIds", chunk.join(",")), ("limit", limit.to_string())];
+            if let Some(status) = status {
+                query.push(("status", status.to_owned()));
+            }
+            let path = with_query("/api/orders/by-user", &query);
+            let answer: UserPages =
+                self.json(Self::call(Service::Orders, Method::GET, path, credentials)).await?;
+            pages.extend(answer.pages);
+        }
+        Ok(pages)
+    }
+
     /// Places (`id` absent), changes or cancels (`cancel`) an order, with the optional
     /// `Idempotency-Key` and `Prefer: wait=N`.
     pub async fn write_order(
@@ -345,6 +367,21 @@ impl Services {
         }
         self.json(call).await
     }
+}
+
+/// `GET /api/orders/by-user`'s answer.
+#[derive(Debug, serde::Deserialize)]
+struct UserPages {
+    pages: Vec<UserPage>,
+}
+
+/// The first page of one user's orders.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPage {
+    pub user_id: String,
+    pub items: Vec<Order>,
+    pub next_cursor: Option<String>,
 }
 
 /// What an order write does.

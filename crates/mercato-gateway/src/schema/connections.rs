@@ -9,7 +9,7 @@ use crate::schema::types::{Order, Page, Product, User};
 pub const DEFAULT_FIRST: i32 = 20;
 pub const MAX_FIRST: i32 = 100;
 
-#[derive(Debug, SimpleObject)]
+#[derive(Debug, Clone, SimpleObject)]
 pub struct PageInfo {
     pub has_next_page: bool,
     pub end_cursor: Option<String>,
@@ -18,13 +18,13 @@ pub struct PageInfo {
 /// A connection and its edge type for one node type.
 macro_rules! connection {
     ($connection:ident, $edge:ident, $node:ty) => {
-        #[derive(Debug, SimpleObject)]
+        #[derive(Debug, Clone, SimpleObject)]
         pub struct $edge {
             pub cursor: String,
             pub node: $node,
         }
 
-        #[derive(Debug, SimpleObject)]
+        #[derive(Debug, Clone, SimpleObject)]
         pub struct $connection {
             pub edges: Vec<$edge>,
             pub page_info: PageInfo,

@@ -11,7 +11,8 @@ use mercato_platform::auth::Caller;
 
 use crate::clients::{Credentials, Services};
 use crate::errors::{ServiceError, forbidden, unauthenticated};
-use crate::schema::types::{Product, User};
+use crate::schema::connections::OrderConnection;
+use crate::schema::types::{Order, OrderStatus, Page, Product, User};
 
 /// Who sent the request, as the gateway's own check of the token found.
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub struct Session {
     pub authentication: Authentication,
     pub products: DataLoader<ProductLoader>,
     pub users: DataLoader<UserLoader>,
+    pub user_orders: DataLoader<UserOrdersLoader>,
 }
 
 impl std::fmt::Debug for Session {
@@ -53,12 +55,15 @@ impl Session {
             ProductLoader { services: services.clone(), credentials: credentials.clone() };
         let users =
             UserLoader { services: services.clone(), credentials: credentials.clone(), caller };
+        let user_orders =
+            UserOrdersLoader { services: services.clone(), credentials: credentials.clone() };
         Self {
             services,
             credentials,
             authentication,
             products: DataLoader::new(products, tokio::spawn),
             users: DataLoader::new(users, tokio::spawn),
+            user_orders: DataLoader::new(user_orders, tokio::spawn),
         }
     }
 
@@ -133,5 +138,47 @@ impl Loader<String> for UserLoader {
             Vec::new()
         };
         Ok(users.into_iter().map(|user| (user.id.to_string(), user)).collect())
+    }
+}
+
+/// The first page of a user's orders, as `User.orders(first, status)` without `after` asks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserOrdersKey {
+    pub user_id: String,
+    pub status: Option<OrderStatus>,
+    pub first: i32,
+}
+
+/// Users' first pages of orders: one `GET /api/orders/by-user` per batch (per distinct
+/// `first` and `status`), whatever the number of users.
+pub struct UserOrdersLoader {
+    services: Services,
+    credentials: Credentials,
+}
+
+impl Loader<UserOrdersKey> for UserOrdersLoader {
+    type Value = OrderConnection;
+    type Error = Arc<ServiceError>;
+
+    async fn load(
+        &self,
+        keys: &[UserOrdersKey],
+    ) -> Result<HashMap<UserOrdersKey, OrderConnection>, Self::Error> {
+        let mut groups: HashMap<(Option<OrderStatus>, i32), Vec<String>> = HashMap::new();
+        for key in keys {
+            groups.entry((key.status, key.first)).or_default().push(key.user_id.clone());
+        }
+        let mut found = HashMap::with_capacity(keys.len());
+        for ((status, first), users) in groups {
+            let status_text = status.map(OrderStatus::as_rest);
+            let pages =
+                self.services.orders_by_user(&users, status_text, first, &self.credentials).await?;
+            for page in pages {
+                let key = UserOrdersKey { user_id: page.user_id, status, first };
+                let page = Page { items: page.items, next_cursor: page.next_cursor };
+                found.insert(key, OrderConnection::from_page(page, Order::cursor));
+            }
+        }
+        Ok(found)
     }
 }

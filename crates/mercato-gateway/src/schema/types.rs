@@ -11,7 +11,7 @@ use mercato_platform::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::IntoGraphql;
-use crate::schema::context::Session;
+use crate::schema::context::{Session, UserOrdersKey};
 use crate::schema::{connections, ids};
 
 // --- scalars ----------------------------------------------------------------------------------
@@ -123,7 +123,8 @@ pub struct User {
 
 #[ComplexObject]
 impl User {
-    /// This user's orders, newest first (the user themself or an admin).
+    /// This user's orders, newest first (the user themself or an admin). First pages are
+    /// batched: a page of users with their orders costs one call to the orders service.
     #[graphql(complexity = "connections::cost(first, child_complexity)")]
     async fn orders(
         &self,
@@ -134,7 +135,18 @@ impl User {
     ) -> Result<connections::OrderConnection> {
         let session = ctx.data::<Session>()?;
         session.require()?;
-        let mut query = connections::page_query(first, after)?;
+        let mut query = connections::page_query(first, after.clone())?;
+        if after.is_none() {
+            let first = first.unwrap_or(connections::DEFAULT_FIRST);
+            let key = UserOrdersKey { user_id: self.id.to_string(), status, first };
+            let page = session.user_orders.load_one(key).await.graphql()?;
+            return Ok(page.unwrap_or_else(|| {
+                connections::OrderConnection::from_page(
+                    Page { items: Vec::new(), next_cursor: None },
+                    Order::cursor,
+                )
+            }));
+        }
         query.push(("userId", self.id.to_string()));
         if let Some(status) = status {
             query.push(("status", status.as_rest().to_owned()));

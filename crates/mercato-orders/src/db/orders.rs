@@ -231,6 +231,46 @@ pub struct Filter {
     pub before: Option<(i64, Uuid)>,
 }
 
+/// The newest `limit` orders of each of `users` (optionally of one status), in one query: a
+/// window per user. Grouped by user, newest first within each.
+pub async fn newest_of_each(
+    db: &Database,
+    conn: &mut AnyConnection,
+    users: &[Uuid],
+    status: Option<Status>,
+    limit: u32,
+) -> Result<Vec<Order>, sqlx::Error> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=users.len()).map(|n| format!("${n}")).collect();
+    let mut n = users.len();
+    let status_filter = match status {
+        Some(_) => {
+            n += 1;
+            format!(" AND status = ${n}")
+        }
+        None => String::new(),
+    };
+    let text = format!(
+        "SELECT {COLUMNS} FROM (SELECT {COLUMNS}, ROW_NUMBER() OVER \
+         (PARTITION BY user_id ORDER BY created_at DESC, id DESC) AS position FROM orders \
+         WHERE user_id IN ({}){status_filter}) ranked WHERE position <= ${} \
+         ORDER BY user_id, created_at DESC, id DESC",
+        placeholders.join(", "),
+        n + 1
+    );
+    let mut query = sqlx::query_as::<_, OrderRow>(db.sql_owned(text));
+    for user in users {
+        query = query.bind(user.to_string());
+    }
+    if let Some(status) = status {
+        query = query.bind(status.as_str());
+    }
+    let rows = query.bind(i64::from(limit)).fetch_all(conn).await?;
+    rows.into_iter().map(Order::try_from).collect()
+}
+
 /// Up to `limit` orders, newest first (`created_at`, then id).
 pub async fn list(
     db: &Database,

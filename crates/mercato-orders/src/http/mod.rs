@@ -35,6 +35,7 @@ struct OrdersApi;
 pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(OrdersApi::openapi())
         .routes(routes!(orders::place_order, orders::list_orders))
+        .routes(routes!(orders::orders_by_user))
         .routes(routes!(orders::get_order, orders::update_order, orders::cancel_order))
         .routes(routes!(orders::replace_order))
         .routes(routes!(orders::cancel_order_post))

@@ -4,7 +4,7 @@
 //! with `Prefer: wait=N`, once the saga has moved the order on (see [`crate::waiters`]). Orders
 //! of other users are `404`, as if they did not exist.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -14,7 +14,7 @@ use mercato_contracts::{OrderCancelled, OrderDelivered, OrderPlaced, OrderShippe
 use mercato_platform::ApiError;
 use mercato_platform::extract::{Json, Path, Query};
 use mercato_platform::money::Money;
-use mercato_platform::pagination::{Page, PageQuery};
+use mercato_platform::pagination::{Page, PageQuery, parse_ids, parse_limit};
 use mercato_platform::time::Timestamp;
 use mercato_platform::trace::TraceContext;
 use mercato_platform::validation::Fields;
@@ -516,18 +516,7 @@ pub async fn list_orders(
     let page = PageQuery { limit: query.limit, cursor: query.cursor };
     let limit = page.limit()?;
     let before = page.after()?.map(|key| parse_cursor(&key)).transpose()?;
-    let status = query
-        .status
-        .as_deref()
-        .map(|raw| {
-            Status::parse(raw).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "status must be one of pending, confirmed, rejected, cancelled, shipped, \
-                     delivered; got `{raw}`"
-                ))
-            })
-        })
-        .transpose()?;
+    let status = parse_status(query.status.as_deref())?;
     let named = query
         .user_id
         .as_deref()
@@ -552,6 +541,94 @@ pub async fn list_orders(
     });
     let items = present(&state, &mut conn, page.items).await?;
     Ok(Json(Page { items, next_cursor: page.next_cursor }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPagesQuery {
+    /// Comma-separated user ids (at most 100): an admin may name anyone, a customer only
+    /// themselves.
+    pub user_ids: String,
+    /// Only orders with this status.
+    pub status: Option<String>,
+    /// Orders per user, 1..100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+}
+
+/// The first page of one user's orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPage {
+    pub user_id: Uuid,
+    pub items: Vec<OrderResponse>,
+    /// Where that user's next page starts (`GET /api/orders?userId=&cursor=`), if any.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPages {
+    /// One page per user asked for, in the order asked (empty pages included).
+    pub pages: Vec<UserPage>,
+}
+
+/// The first page of orders of each of several users, in one call (the gateway's batched
+/// `User.orders`).
+#[utoipa::path(
+    get,
+    path = "/api/orders/by-user",
+    tag = "orders",
+    params(UserPagesQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserPages),
+        (status = 400, description = "bad `userIds`, `status` or `limit`", body = mercato_platform::error::Problem),
+        (status = 401, body = mercato_platform::error::Problem),
+        (status = 403, description = "a customer naming another user", body = mercato_platform::error::Problem),
+    ),
+)]
+pub async fn orders_by_user(
+    State(state): State<AppState>,
+    Signed(caller): Signed,
+    Query(query): Query<UserPagesQuery>,
+) -> Result<Json<UserPages>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let status = parse_status(query.status.as_deref())?;
+    let users = parse_ids(&query.user_ids, "users")?;
+    if users.iter().any(|user| !caller.may_act_for(*user)) {
+        return Err(ApiError::forbidden("a customer sees only their own orders"));
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let rows = orders::newest_of_each(&state.db, &mut conn, &users, status, limit + 1).await?;
+    let mut by_user: HashMap<Uuid, Vec<Order>> = HashMap::new();
+    for order in rows {
+        by_user.entry(order.user_id).or_default().push(order);
+    }
+    let mut pages = Vec::with_capacity(users.len());
+    for user_id in users {
+        let page = Page::from_rows(by_user.remove(&user_id).unwrap_or_default(), limit, |order| {
+            mercato_platform::pagination::order_key(
+                order.created_at.millis(),
+                &order.id.to_string(),
+            )
+        });
+        let items = present(&state, &mut conn, page.items).await?;
+        pages.push(UserPage { user_id, items, next_cursor: page.next_cursor });
+    }
+    Ok(Json(UserPages { pages }))
+}
+
+fn parse_status(raw: Option<&str>) -> Result<Option<Status>, ApiError> {
+    raw.map(|raw| {
+        Status::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status must be one of pending, confirmed, rejected, cancelled, shipped, \
+                 delivered; got `{raw}`"
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn parse_cursor(key: &str) -> Result<(i64, Uuid), ApiError> {

@@ -302,3 +302,58 @@ backend_tests! {
 fn rejected_event(order: Uuid, product: Uuid) -> mercato_contracts::Envelope<Value> {
     rejected(order, 1, mercato_contracts::RejectionReason::UnknownProduct, Some(product))
 }
+
+backend_tests! {
+    async fn by_user_gives_each_users_first_page_in_one_call(db) {
+        let app = spawn_app(db).await;
+        let alices = place_many(&app, &app.alice, 3).await;
+        let bobs = place_many(&app, &app.bob, 1).await;
+        let nobody = Uuid::now_v7();
+        let path = format!(
+            "/api/orders/by-user?userIds={},{nobody},{}&limit=2",
+            app.alice.id, app.bob.id
+        );
+        let answer = json_body(app.get(&path, Some(&app.admin.token)).await, StatusCode::OK).await;
+        let pages = answer["pages"].as_array().expect("pages");
+        let users: Vec<&Value> = pages.iter().map(|page| &page["userId"]).collect();
+        assert_eq!(users, [&json!(app.alice.id), &json!(nobody), &json!(app.bob.id)], "{answer}");
+
+        // Alice: her newest two, and a cursor that continues her list where the page ends.
+        assert_eq!(item_ids(&pages[0]), newest_first(&alices)[..2].to_vec(), "{answer}");
+        let cursor = pages[0]["nextCursor"].as_str().expect("alice has more");
+        let rest = app.list_as(&app.admin, &format!("userId={}&cursor={cursor}", app.alice.id)).await;
+        assert_eq!(item_ids(&rest), newest_first(&alices)[2..].to_vec());
+        assert_eq!(item_ids(&pages[1]), Vec::<Uuid>::new());
+        assert_eq!(pages[1]["nextCursor"], Value::Null);
+        assert_eq!(item_ids(&pages[2]), bobs);
+        assert_eq!(pages[2]["nextCursor"], Value::Null);
+        for order in pages[0]["items"].as_array().expect("items") {
+            assert_order_shape(order);
+        }
+
+        // The status filter applies to every page.
+        let path = format!("/api/orders/by-user?userIds={}&status=confirmed", app.alice.id);
+        let answer = json_body(app.get(&path, Some(&app.admin.token)).await, StatusCode::OK).await;
+        assert_eq!(item_ids(&answer["pages"][0]), Vec::<Uuid>::new());
+    }
+
+    async fn by_user_lets_a_customer_read_only_their_own_pages(db) {
+        let app = spawn_app(db).await;
+        let alices = place_many(&app, &app.alice, 1).await;
+        let own = format!("/api/orders/by-user?userIds={}", app.alice.id);
+        let answer = json_body(app.get(&own, Some(&app.alice.token)).await, StatusCode::OK).await;
+        assert_eq!(item_ids(&answer["pages"][0]), alices);
+        let both = format!("/api/orders/by-user?userIds={},{}", app.alice.id, app.bob.id);
+        problem(app.get(&both, Some(&app.alice.token)).await, StatusCode::FORBIDDEN, "forbidden").await;
+        problem(app.get(&own, None).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+        for bad in ["userIds=nope", "userIds=", "limit=0", "status=lost"] {
+            let path = if bad.starts_with("userIds") {
+                format!("/api/orders/by-user?{bad}")
+            } else {
+                format!("/api/orders/by-user?userIds={}&{bad}", app.alice.id)
+            };
+            problem(app.get(&path, Some(&app.admin.token)).await, StatusCode::BAD_REQUEST, "bad_request")
+                .await;
+        }
+    }
+}
