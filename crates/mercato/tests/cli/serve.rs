@@ -62,10 +62,25 @@ async fn serve_users_without_a_database_url_says_so() {
 }
 
 #[tokio::test]
-async fn services_that_do_not_exist_yet_say_so() {
+async fn serve_gateway_names_each_service_url_it_misses() {
     let (ok, _, stderr) = crate::process::run(command(&["serve", "gateway"])).await;
     assert!(!ok);
-    assert!(stderr.contains("not available"), "{stderr}");
+    assert!(stderr.contains("users_url"), "{stderr}");
+    let users = ["serve", "gateway", "--users-url", "http://127.0.0.1:9"];
+    let (ok, _, stderr) = crate::process::run(command(&users)).await;
+    assert!(!ok);
+    assert!(stderr.contains("products_url"), "{stderr}");
+    let (ok, _, stderr) = crate::process::run(command(&[
+        "serve",
+        "gateway",
+        "--users-url",
+        "http://127.0.0.1:9",
+        "--products-url",
+        "http://127.0.0.1:9",
+    ]))
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("orders_url"), "{stderr}");
 }
 
 #[tokio::test]
