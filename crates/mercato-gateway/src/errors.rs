@@ -125,6 +125,22 @@ impl ServiceError {
     }
 }
 
+/// A nullable field's outcome: on an error, the field is `null` in `data` and the error is
+/// listed beside it, as the GraphQL spec asks (async-graphql would instead drop the field or
+/// null its parent).
+pub fn or_null<T>(
+    ctx: &async_graphql::Context<'_>,
+    result: async_graphql::Result<Option<T>>,
+) -> async_graphql::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+            Ok(None)
+        }
+    }
+}
+
 /// `.graphql()?` turns a service call's error into the coded GraphQL error (async-graphql's
 /// blanket `From<Display>` would drop the code).
 pub trait IntoGraphql<T> {

@@ -213,13 +213,25 @@ impl Gateway {
 
 /// The bearer token of `Authorization`; another scheme gives an empty token, which is refused.
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().unwrap_or_default();
-    Some(value.strip_prefix("Bearer ").unwrap_or_default().trim().to_owned())
+    Some(bearer_value(headers.get(header::AUTHORIZATION)?.to_str().unwrap_or_default()))
+}
+
+/// The token of an `Authorization` value (`Bearer <token>`); another scheme gives an empty
+/// token, which is refused.
+pub fn bearer_value(value: &str) -> String {
+    value.strip_prefix("Bearer ").unwrap_or_default().trim().to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_bearer_value_gives_a_token() {
+        assert_eq!(bearer_value("Bearer abc"), "abc");
+        assert_eq!(bearer_value("Basic abc"), "");
+        assert_eq!(bearer_value("abc"), "");
+    }
 
     #[test]
     fn a_get_request_reads_its_json_parameters() {

@@ -61,11 +61,13 @@ pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 #[derive(Debug, Clone)]
 pub struct Guards {
     limits: Arc<Limits>,
+    introspection: bool,
 }
 
 impl Guards {
-    pub fn new(limits: Limits) -> Self {
-        Self { limits: Arc::new(limits) }
+    /// `introspection: false` refuses documents that ask for `__schema` or `__type`.
+    pub fn new(limits: Limits, introspection: bool) -> Self {
+        Self { limits: Arc::new(limits), introspection }
     }
 }
 
@@ -73,6 +75,7 @@ impl ExtensionFactory for Guards {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Guard {
             limits: self.limits.clone(),
+            allow_introspection: self.introspection,
             executed: AtomicBool::new(false),
             introspection: AtomicBool::new(false),
         })
@@ -81,6 +84,7 @@ impl ExtensionFactory for Guards {
 
 struct Guard {
     limits: Arc<Limits>,
+    allow_introspection: bool,
     executed: AtomicBool,
     /// The document asks only for `__schema`, `__type` and `__typename`.
     introspection: AtomicBool,
@@ -151,6 +155,11 @@ impl Extension for Guard {
             )));
         }
         self.introspection.store(introspection_only(&document), Ordering::Release);
+        if !self.allow_introspection && asks_for_schema(&document) {
+            let mut error = ServerError::new("introspection is turned off on this server", None);
+            set_code(&mut error, BAD_USER_INPUT);
+            return Err(error);
+        }
         if ctx.data_opt::<ReadOnly>().is_some() && has_mutation(&document) {
             let mut error = ServerError::new("mutations must be sent with POST", None);
             set_code(&mut error, BAD_USER_INPUT);
@@ -204,6 +213,28 @@ fn has_mutation(document: &ExecutableDocument) -> bool {
             operations.values().any(|operation| operation.node.ty == OperationType::Mutation)
         }
     }
+}
+
+/// True when an operation selects `__schema` or `__type` at its root.
+fn asks_for_schema(document: &ExecutableDocument) -> bool {
+    fn in_set(set: &Positioned<SelectionSet>) -> bool {
+        set.node.items.iter().any(|selection| match &selection.node {
+            Selection::Field(field) => {
+                matches!(field.node.name.node.as_str(), "__schema" | "__type")
+            }
+            Selection::InlineFragment(fragment) => in_set(&fragment.node.selection_set),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    let fragments =
+        document.fragments.values().any(|fragment| in_set(&fragment.node.selection_set));
+    fragments
+        || match &document.operations {
+            DocumentOperations::Single(operation) => in_set(&operation.node.selection_set),
+            DocumentOperations::Multiple(operations) => {
+                operations.values().any(|operation| in_set(&operation.node.selection_set))
+            }
+        }
 }
 
 /// True when every operation selects only introspection fields at its root.

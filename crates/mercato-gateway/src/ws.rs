@@ -87,8 +87,8 @@ async fn serve(
             let token = ["Authorization", "authorization"]
                 .iter()
                 .find_map(|key| payload.get(*key).and_then(|value| value.as_str()))
-                .map(str::to_owned);
-            let session = gateway.session(token.as_deref(), client, None).await;
+                .map(crate::http::bearer_value);
+            let session = gateway.session(token.as_deref(), client, None).await.without_cache();
             let mut data = Data::default();
             data.insert(session);
             Ok(data)

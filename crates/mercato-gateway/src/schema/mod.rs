@@ -32,7 +32,7 @@ pub fn build(hub: EventHub, limits: Limits, introspection: bool) -> GatewaySchem
     let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(hub)
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
-        .extension(Guards::new(limits));
+        .extension(Guards::new(limits, introspection));
     if !introspection {
         builder = builder.disable_introspection();
     }

@@ -1,8 +1,9 @@
-//! `Query`: reads, each one REST call (plus the batched loads of nested fields).
+//! `Query`: reads, each one REST call (plus the batched loads of nested fields). Nullable
+//! fields that fail are `null` beside their error ([`or_null`]).
 
 use async_graphql::{Context, ID, Object, Result};
 
-use crate::errors::{IntoGraphql, NOT_FOUND, coded};
+use crate::errors::{IntoGraphql, NOT_FOUND, coded, or_null};
 use crate::schema::connections::{self, OrderConnection, ProductConnection, UserConnection};
 use crate::schema::context::Session;
 use crate::schema::ids;
@@ -15,19 +16,12 @@ pub struct Query;
 impl Query {
     /// The signed-in user; null when not signed in.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        let session = ctx.data::<Session>()?;
-        if session.caller()?.is_none() {
-            return Ok(None);
-        }
-        session.services.me(&session.credentials).await.graphql().map(Some)
+        or_null(ctx, read_me(ctx).await)
     }
 
     /// A user: oneself, or anyone for an admin.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
-        let session = ctx.data::<Session>()?;
-        let id = ids::uuid("id", &id)?;
-        session.require()?;
-        session.services.user(&id, &session.credentials).await.graphql()
+        or_null(ctx, read_user(ctx, &id).await)
     }
 
     /// Every account (admin), oldest first; `query` matches name or email.
@@ -51,9 +45,7 @@ impl Query {
 
     /// A product (also an inactive one); null when unknown.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Product>> {
-        let session = ctx.data::<Session>()?;
-        let id = ids::uuid("id", &id)?;
-        session.services.product(&id, &session.credentials).await.graphql()
+        or_null(ctx, read_product(ctx, &id).await)
     }
 
     /// Active products, oldest first, filtered.
@@ -81,13 +73,7 @@ impl Query {
 
     /// An order of the caller's (any order for an admin); `NOT_FOUND` otherwise.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
-        let session = ctx.data::<Session>()?;
-        let id = ids::uuid("id", &id)?;
-        session.require()?;
-        match session.services.order(&id, &session.credentials).await.graphql()? {
-            Some(order) => Ok(Some(order)),
-            None => Err(coded(NOT_FOUND, "no such order")),
-        }
+        or_null(ctx, read_order(ctx, &id).await)
     }
 
     /// The caller's orders (an admin: everyone's, or `userId`'s), newest first.
@@ -110,6 +96,38 @@ impl Query {
             params.push(("userId", ids::uuid("userId", &user_id)?));
         }
         let page = session.services.orders(&params, &session.credentials).await.graphql()?;
+        session.prefetch(ctx.look_ahead().field("edges").field("node"), &page.items).await;
         Ok(OrderConnection::from_page(page, Order::cursor))
+    }
+}
+
+async fn read_me(ctx: &Context<'_>) -> Result<Option<User>> {
+    let session = ctx.data::<Session>()?;
+    if session.caller()?.is_none() {
+        return Ok(None);
+    }
+    session.services.me(&session.credentials).await.graphql().map(Some)
+}
+
+async fn read_user(ctx: &Context<'_>, id: &ID) -> Result<Option<User>> {
+    let session = ctx.data::<Session>()?;
+    let id = ids::uuid("id", id)?;
+    session.require()?;
+    session.services.user(&id, &session.credentials).await.graphql()
+}
+
+async fn read_product(ctx: &Context<'_>, id: &ID) -> Result<Option<Product>> {
+    let session = ctx.data::<Session>()?;
+    let id = ids::uuid("id", id)?;
+    session.services.product(&id, &session.credentials).await.graphql()
+}
+
+async fn read_order(ctx: &Context<'_>, id: &ID) -> Result<Option<Order>> {
+    let session = ctx.data::<Session>()?;
+    let id = ids::uuid("id", id)?;
+    session.require()?;
+    match session.services.order(&id, &session.credentials).await.graphql()? {
+        Some(order) => Ok(Some(order)),
+        None => Err(coded(NOT_FOUND, "no such order")),
     }
 }

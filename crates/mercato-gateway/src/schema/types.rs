@@ -10,7 +10,7 @@ use mercato_platform::money::Money;
 use mercato_platform::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::errors::IntoGraphql;
+use crate::errors::{IntoGraphql, or_null};
 use crate::schema::context::{Session, UserOrdersKey};
 use crate::schema::{connections, ids};
 
@@ -214,7 +214,7 @@ impl OrderItem {
     /// The product now (batched: one call for every item of a response).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         let session = ctx.data::<Session>()?;
-        session.products.load_one(self.product_id.to_string()).await.graphql()
+        or_null(ctx, session.products.load_one(self.product_id.to_string()).await.graphql())
     }
 }
 
@@ -249,7 +249,7 @@ impl Order {
     /// Whoever placed the order (batched: one call for every order of a response).
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         let session = ctx.data::<Session>()?;
-        session.users.load_one(self.user_id.to_string()).await.graphql()
+        or_null(ctx, session.users.load_one(self.user_id.to_string()).await.graphql())
     }
 }
 

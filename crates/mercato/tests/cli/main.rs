@@ -2,6 +2,8 @@
 
 mod events;
 mod graphiql;
+mod graphql;
+mod graphql_ws;
 mod order_drills;
 mod orders;
 mod process;
