@@ -62,6 +62,7 @@ backend_tests! {
             ("/api/orders".to_owned(), strings(&["get", "post"])),
             ("/api/orders/{id}".to_owned(), strings(&["delete", "get", "patch", "put"])),
             ("/api/orders/{id}/cancel".to_owned(), strings(&["post"])),
+            ("/api/orders/by-user".to_owned(), strings(&["get"])),
             ("/api/create".to_owned(), strings(&["post"])),
             ("/api/orders/cancel/{id}".to_owned(), strings(&["post"])),
         ]);
