@@ -3,7 +3,7 @@
 //! batching loaders behind `Order.user` and `OrderItem.product`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::Result;
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
@@ -24,13 +24,30 @@ pub enum Authentication {
 }
 
 /// The per-request (or per-socket) context of the resolvers.
+///
+/// The loaders are made on first use: most requests (`product(id)`, a mutation) need none.
 pub struct Session {
     pub services: Services,
     pub credentials: Credentials,
     pub authentication: Authentication,
-    pub products: DataLoader<ProductLoader, HashMapCache>,
-    pub users: DataLoader<UserLoader, HashMapCache>,
-    pub user_orders: DataLoader<UserOrdersLoader, HashMapCache>,
+    /// Whether the loaders keep what they loaded for the rest of the request.
+    cache: bool,
+    products: OnceLock<DataLoader<ProductLoader, HashMapCache>>,
+    users: OnceLock<DataLoader<UserLoader, HashMapCache>>,
+    user_orders: OnceLock<DataLoader<UserOrdersLoader, HashMapCache>>,
+}
+
+/// The loader in `cell`, made by `make` on first use.
+fn made<T: Send + Sync + 'static>(
+    cell: &OnceLock<DataLoader<T, HashMapCache>>,
+    cache: bool,
+    make: impl FnOnce() -> T,
+) -> &DataLoader<T, HashMapCache> {
+    cell.get_or_init(|| {
+        let loader = DataLoader::with_cache(make(), tokio::spawn, HashMapCache::default());
+        loader.enable_all_cache(cache);
+        loader
+    })
 }
 
 impl std::fmt::Debug for Session {
@@ -47,33 +64,50 @@ impl Session {
         credentials: Credentials,
         authentication: Authentication,
     ) -> Self {
-        let caller = match &authentication {
-            Authentication::Caller(caller) => Some(caller.clone()),
-            _ => None,
-        };
-        let products =
-            ProductLoader { services: services.clone(), credentials: credentials.clone() };
-        let users =
-            UserLoader { services: services.clone(), credentials: credentials.clone(), caller };
-        let user_orders =
-            UserOrdersLoader { services: services.clone(), credentials: credentials.clone() };
         Self {
             services,
             credentials,
             authentication,
-            products: DataLoader::with_cache(products, tokio::spawn, HashMapCache::default()),
-            users: DataLoader::with_cache(users, tokio::spawn, HashMapCache::default()),
-            user_orders: DataLoader::with_cache(user_orders, tokio::spawn, HashMapCache::default()),
+            cache: true,
+            products: OnceLock::new(),
+            users: OnceLock::new(),
+            user_orders: OnceLock::new(),
         }
     }
 
     /// Turns the loaders' caches off: a socket lives long, and a product it shows must be the
     /// product now, not as a first event found it.
-    pub fn without_cache(self) -> Self {
-        self.products.enable_all_cache(false);
-        self.users.enable_all_cache(false);
-        self.user_orders.enable_all_cache(false);
+    pub fn without_cache(mut self) -> Self {
+        self.cache = false;
         self
+    }
+
+    /// Products by id, batched.
+    pub fn products(&self) -> &DataLoader<ProductLoader, HashMapCache> {
+        made(&self.products, self.cache, || ProductLoader {
+            services: self.services.clone(),
+            credentials: self.credentials.clone(),
+        })
+    }
+
+    /// Users by id, batched (what the caller may see).
+    pub fn users(&self) -> &DataLoader<UserLoader, HashMapCache> {
+        made(&self.users, self.cache, || UserLoader {
+            services: self.services.clone(),
+            credentials: self.credentials.clone(),
+            caller: match &self.authentication {
+                Authentication::Caller(caller) => Some(caller.clone()),
+                _ => None,
+            },
+        })
+    }
+
+    /// Users' first pages of orders, batched.
+    pub fn user_orders(&self) -> &DataLoader<UserOrdersLoader, HashMapCache> {
+        made(&self.user_orders, self.cache, || UserOrdersLoader {
+            services: self.services.clone(),
+            credentials: self.credentials.clone(),
+        })
     }
 
     /// Loads, in one batch each, the users and products that the page of `orders` will show
@@ -98,12 +132,12 @@ impl Session {
         let (_, _) = futures::join!(
             async {
                 if !users.is_empty() {
-                    let _ = self.users.load_many(users).await;
+                    let _ = self.users().load_many(users).await;
                 }
             },
             async {
                 if !products.is_empty() {
-                    let _ = self.products.load_many(products).await;
+                    let _ = self.products().load_many(products).await;
                 }
             },
         );

@@ -139,7 +139,7 @@ impl User {
         if after.is_none() {
             let first = first.unwrap_or(connections::DEFAULT_FIRST);
             let key = UserOrdersKey { user_id: self.id.to_string(), status, first };
-            let page = session.user_orders.load_one(key).await.graphql()?;
+            let page = session.user_orders().load_one(key).await.graphql()?;
             return Ok(page.unwrap_or_else(|| {
                 connections::OrderConnection::from_page(
                     Page { items: Vec::new(), next_cursor: None },
@@ -214,7 +214,7 @@ impl OrderItem {
     /// The product now (batched: one call for every item of a response).
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>> {
         let session = ctx.data::<Session>()?;
-        or_null(ctx, session.products.load_one(self.product_id.to_string()).await.graphql())
+        or_null(ctx, session.products().load_one(self.product_id.to_string()).await.graphql())
     }
 }
 
@@ -249,7 +249,7 @@ impl Order {
     /// Whoever placed the order (batched: one call for every order of a response).
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         let session = ctx.data::<Session>()?;
-        or_null(ctx, session.users.load_one(self.user_id.to_string()).await.graphql())
+        or_null(ctx, session.users().load_one(self.user_id.to_string()).await.graphql())
     }
 }
 
