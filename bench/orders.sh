@@ -3,7 +3,7 @@
 # order): placement (`POST /api/orders`, answered at once) and settled orders (`Prefer: wait=30`,
 # each answer held until the order is confirmed: wrk's rate is then placed → confirmed per second),
 # under `mercato up` (SQLite, embedded log) and with one process per service on PostgreSQL and
-# JetStream. Then pgbench's rate for the same order as one local transaction
+# JetStream, with `serve gateway` in front (orders placed through the gateway's forwarding). Then pgbench's rate for the same order as one local transaction
 # (bench/order-transaction.sql, 8 clients), measured in the same run as the baseline.
 #
 #   bash bench/orders.sh          # needs wrk and pgbench; builds the release binary
@@ -15,13 +15,18 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 PG_URL=${MERCATO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 NATS_URL=${MERCATO_TEST_NATS_URL:-nats://127.0.0.1:4222}
-BIN=target/release/mercato
-cargo build --release -q -p mercato --bin mercato
+# BIN=path/to/mercato uses that build as it is; by default the release build is made first.
+if [ -z "${BIN:-}" ]; then
+  BIN=${CARGO_TARGET_DIR:-target}/release/mercato
+  cargo build --release -q -p mercato --bin mercato
+fi
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 command -v pgbench >/dev/null || { echo "pgbench is missing: apt-get install postgresql-contrib" >&2; exit 1; }
 
 export RUST_LOG=error MERCATO_ADMIN_EMAIL=bench-admin@example.com MERCATO_ADMIN_PASSWORD=bench-admin-password
-users_port=18491 products_port=18492 orders_port=18493
+# One load generator is one client: the gateway's per-client limit would refuse most of the run.
+export MERCATO_GATEWAY__RATE_LIMIT_PER_MINUTE=0
+users_port=18491 products_port=18492 orders_port=18493 gateway_port=18494
 pids=()
 databases=()
 
@@ -81,8 +86,8 @@ run_scenarios() {
   sleep 2
   curl -sf "$orders/api/orders?status=pending&limit=100" -H "authorization: Bearer $admin" |
     python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'
-  echo "### $label: peak RSS of the orders process (KiB)"
-  grep VmHWM "/proc/${pids[-1]}/status"
+  echo "### $label: peak RSS of each process (KiB)"
+  for pid in "${pids[@]}"; do grep VmHWM "/proc/$pid/status"; done
 }
 
 pgbench_baseline() {
@@ -125,8 +130,14 @@ for service in products orders; do
   pids+=("$!")
   wait_ready "${!port_var}"
 done
-run_scenarios "serve users + products + orders (PostgreSQL, JetStream)" \
-  "http://127.0.0.1:$users_port" "http://127.0.0.1:$products_port" "http://127.0.0.1:$orders_port"
+"$BIN" serve gateway --listen "127.0.0.1:$gateway_port" --users-url "http://127.0.0.1:$users_port" \
+  --products-url "http://127.0.0.1:$products_port" --orders-url "http://127.0.0.1:$orders_port" \
+  "${common[@]}" >/dev/null &
+pids+=("$!")
+wait_ready "$gateway_port"
+gateway="http://127.0.0.1:$gateway_port"
+run_scenarios "serve gateway → users + products + orders (PostgreSQL, JetStream)" \
+  "$gateway" "$gateway" "$gateway"
 stop
 rm -rf "$data"
 pgbench_baseline

@@ -135,6 +135,12 @@ pub trait EventBus: Send + Sync + 'static {
         filter_subjects: Vec<String>,
     ) -> Result<futures::stream::BoxStream<'static, (String, Bytes)>, BusError>;
 
+    /// Sends `payload` on `subject` to whoever tails it right now, storing nothing: a hint
+    /// between instances (such as "wake the requests held for this order"), never something a
+    /// result depends on. It is lost when nobody listens or the broker is unreachable.
+    /// `subject` must lie outside the event stream: see [`signal_subject`].
+    async fn signal(&self, subject: String, payload: Bytes) -> Result<(), BusError>;
+
     /// Readiness: `Ok(detail)` when the bus can take messages.
     async fn check(&self) -> Result<String, String>;
 
@@ -156,6 +162,12 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// The subject of signal `name` between the instances of one deployment: `signal.<prefix>.<name>`,
+/// outside the event stream (`<prefix>.>`) so that nothing stores it.
+pub fn signal_subject(prefix: &str, name: &str) -> String {
+    format!("signal.{prefix}.{name}")
 }
 
 #[cfg(test)]

@@ -410,6 +410,13 @@ impl EventBus for EmbeddedLog {
         Ok(())
     }
 
+    async fn signal(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        check_subject(&subject).map_err(BusError::Invalid)?;
+        // Tails only; nothing stored, nothing counted as published.
+        let _ = self.shared.live.send((subject, payload));
+        Ok(())
+    }
+
     async fn tail(
         &self,
         filter_subjects: Vec<String>,
@@ -1083,6 +1090,22 @@ mod tests {
         .await?;
         let seen = tokio::time::timeout(SOON, tail.next()).await?;
         assert_eq!(seen, Some(("t.user.created".to_owned(), Bytes::from_static(b"user"))));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_signal_reaches_tails_and_is_stored_nowhere() -> anyhow::Result<()> {
+        let (_dir, log) = open_log().await?;
+        let mut subscription = log.subscribe(consumer("everything", ">", LONG_ACK_WAIT)).await?;
+        let mut tail = log.tail(vec!["signal.t.>".to_owned()]).await?;
+        log.signal("signal.t.orders.woken".to_owned(), Bytes::from_static(b"hint")).await?;
+        let seen = tokio::time::timeout(SOON, tail.next()).await?;
+        assert_eq!(seen, Some(("signal.t.orders.woken".to_owned(), Bytes::from_static(b"hint"))));
+        assert!(subscription.fetch(10, Duration::from_millis(200)).await?.is_empty());
+        assert!(matches!(
+            log.signal("signal.*".to_owned(), Bytes::new()).await,
+            Err(BusError::Invalid(_))
+        ));
         Ok(())
     }
 

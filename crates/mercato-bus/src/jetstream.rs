@@ -278,6 +278,11 @@ impl EventBus for JetStreamBus {
         Ok(())
     }
 
+    async fn signal(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        // Core NATS: no stream captures the subject, no ack is awaited.
+        self.client.publish(subject, payload).await.map_err(unavailable)
+    }
+
     async fn tail(
         &self,
         filter_subjects: Vec<String>,

@@ -8,6 +8,8 @@
 //! - [`consumer`]: [`Consumer`] runs a durable consumer: inbox row and effect in one transaction,
 //!   ack after commit, retries with backoff, dead letters after `max_attempts`. Handlers must cope
 //!   with events of one aggregate in any order (the module docs say how the saga does).
+//! - [`tail`]: [`tail::follow`] reads every event from now on in *this* instance (no durable
+//!   consumer), reopening the tail after broker outages: live subscriptions, held requests.
 //! - [`bus`]: the [`EventBus`] trait, the one abstraction with two implementations:
 //!   - [`jetstream`]: NATS JetStream (`mercato serve`);
 //!   - [`embedded`]: a durable log in a SQLite file in the data dir (`mercato up`, tests).
@@ -19,6 +21,7 @@ pub mod consumer;
 pub mod embedded;
 pub mod jetstream;
 pub mod outbox;
+pub mod tail;
 
 /// Resolves when `stop` turns true. A dropped sender never stops anything: the task then runs
 /// until the process ends (waiting on `changed()` alone would return at once, forever).

@@ -7,9 +7,7 @@
 //! resolver first runs.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
 use mercato_bus::EventBus;
 use tokio::sync::{broadcast, watch};
 
@@ -65,39 +63,12 @@ impl EventHub {
     }
 
     /// Tails `<prefix>.>` on `bus` until `stop`, tailing again after a failure.
-    pub async fn run(
-        self,
-        bus: Arc<dyn EventBus>,
-        prefix: String,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let filter = format!("{prefix}.>");
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match bus.tail(vec![filter.clone()]).await {
-                Ok(mut events) => {
-                    backoff = Duration::from_millis(200);
-                    loop {
-                        tokio::select! {
-                            next = events.next() => match next {
-                                Some((_subject, payload)) => self.deliver(&payload),
-                                None => break,
-                            },
-                            _ = stop.wait_for(|stopped| *stopped) => return,
-                        }
-                    }
-                    tracing::warn!("the event tail for subscriptions ended; tailing again");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot tail the bus for subscriptions; retrying");
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+    pub async fn run(self, bus: Arc<dyn EventBus>, prefix: String, stop: watch::Receiver<bool>) {
+        let filters = vec![format!("{prefix}.>")];
+        mercato_bus::tail::follow(bus, filters, "subscriptions", stop, |_subject, payload| {
+            self.deliver(&payload)
+        })
+        .await;
     }
 }
 

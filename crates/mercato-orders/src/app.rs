@@ -160,6 +160,17 @@ impl OrdersService {
         .on_commit(Arc::new(move |event| service.replica_committed(event)))
     }
 
+    /// Shares wake-ups with the other instances on `bus` until `stop` (`mercato serve orders`,
+    /// where replicas share the saga's consumer): see [`Waiters::share`].
+    pub async fn share_wake_ups(
+        self,
+        bus: Arc<dyn EventBus>,
+        prefix: String,
+        stop: watch::Receiver<bool>,
+    ) {
+        self.state.waiters.clone().share(bus, &prefix, stop).await;
+    }
+
     /// Forgets idempotency keys past their retention, hourly, until `stop`.
     pub async fn maintenance(self, mut stop: watch::Receiver<bool>) {
         loop {

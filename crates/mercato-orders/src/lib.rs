@@ -11,7 +11,8 @@
 //! - [`saga`]: [`saga::Saga`], which applies the products service's answers.
 //! - [`replication`]: [`replication::Replication`], the users and catalog replicas from their
 //!   events; a deleted user's tokens are refused and their open orders cancelled.
-//! - [`waiters`]: requests held by `Prefer: wait=N`, woken by the saga, never by polling.
+//! - [`waiters`]: requests held by `Prefer: wait=N`, woken by the saga (across replicas too,
+//!   through bus signals: [`waiters::Waiters::share`]), never by polling.
 //! - [`http`]: routes, their OpenAPI description, `Idempotency-Key` and `Prefer`, and the
 //!   compatibility routes of the original service.
 //! - [`fields`]: request field rules as parsers.

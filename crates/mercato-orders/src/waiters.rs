@@ -4,12 +4,20 @@
 //! answer has committed; a held request then reads the order once more. Nothing polls the
 //! database in a loop: a request reads the order once when it starts waiting and once per wake-up.
 //! A wake-up is never lost: a request registers (and arms its [`Notify`] future) before it reads.
+//!
+//! Replicas: with several instances sharing the saga's durable consumer, the instance that
+//! applies an answer is often not the one holding the request. [`Waiters::share`] tells the other
+//! instances of every wake-up over a bus signal (`signal.<prefix>.orders.woken`, stored nowhere)
+//! and wakes here what they name. A lost signal costs only latency: the request is answered when
+//! its wait runs out, with the order as it then is.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::Notify;
+use mercato_bus::EventBus;
+use mercato_bus::bus::signal_subject;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -17,7 +25,19 @@ use uuid::Uuid;
 #[derive(Clone, Default)]
 pub struct Waiters {
     inner: Arc<Mutex<HashMap<Uuid, Arc<Notify>>>>,
+    peers: Arc<OnceLock<Peers>>,
 }
+
+/// The other instances of the service, told of each wake-up here.
+struct Peers {
+    bus: Arc<dyn EventBus>,
+    subject: String,
+    /// This instance's id, so that it skips its own signals.
+    instance: String,
+}
+
+/// What a signal says to wake: one order's waiters, or all of them.
+const EVERY_ORDER: &str = "*";
 
 impl std::fmt::Debug for Waiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,21 +63,67 @@ impl Drop for Registration {
 }
 
 impl Waiters {
-    /// Wakes every request waiting for `order_id`.
+    /// Wakes every request waiting for `order_id`, here and in the instances shared with.
     pub fn wake(&self, order_id: Uuid) {
-        let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(notify) = map.get(&order_id) {
-            notify.notify_waiters();
-        }
+        self.wake_here(Some(order_id));
+        self.tell_peers(order_id.to_string());
     }
 
     /// Wakes every waiting request, for changes that do not name their orders (a deleted
     /// user's orders, cancelled by the replica consumer). Each re-reads its order once.
     pub fn wake_all(&self) {
+        self.wake_here(None);
+        self.tell_peers(EVERY_ORDER.to_owned());
+    }
+
+    /// Wakes the requests held here for `order_id`, or all of them.
+    fn wake_here(&self, order_id: Option<Uuid>) {
         let map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for notify in map.values() {
-            notify.notify_waiters();
+        match order_id {
+            Some(order_id) => {
+                if let Some(notify) = map.get(&order_id) {
+                    notify.notify_waiters();
+                }
+            }
+            None => map.values().for_each(|notify| notify.notify_waiters()),
         }
+    }
+
+    fn tell_peers(&self, what: String) {
+        let Some(peers) = self.peers.get() else { return };
+        let (bus, subject) = (peers.bus.clone(), peers.subject.clone());
+        let payload = bytes::Bytes::from(format!("{} {what}", peers.instance));
+        tokio::spawn(async move {
+            if let Err(error) = bus.signal(subject, payload).await {
+                tracing::debug!(%error, "other instances were not told of a wake-up");
+            }
+        });
+    }
+
+    /// Until `stop`: tells the other instances of the service on `bus` (under `prefix`) of every
+    /// wake-up here, and wakes here the requests their wake-ups name. Call once per instance.
+    pub async fn share(self, bus: Arc<dyn EventBus>, prefix: &str, stop: watch::Receiver<bool>) {
+        let subject = signal_subject(prefix, "orders.woken");
+        let instance = Uuid::now_v7().to_string();
+        let peers =
+            Peers { bus: bus.clone(), subject: subject.clone(), instance: instance.clone() };
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("wake-ups are already shared with other instances");
+            return;
+        }
+        mercato_bus::tail::follow(bus, vec![subject], "held requests", stop, |_, payload| {
+            let text = std::str::from_utf8(&payload).unwrap_or_default();
+            let Some((from, what)) = text.split_once(' ') else { return };
+            if from == instance {
+                return;
+            }
+            if what == EVERY_ORDER {
+                self.wake_here(None);
+            } else if let Ok(order_id) = what.parse() {
+                self.wake_here(Some(order_id));
+            }
+        })
+        .await;
     }
 
     fn register(&self, order_id: Uuid) -> Registration {

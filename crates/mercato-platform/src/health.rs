@@ -3,11 +3,14 @@
 //! `GET /health/live` answers while the process runs. `GET /health/ready` runs every registered
 //! check (each service registers its database; the bus registers itself) and answers `503
 //! not_ready` with the failing checks when any fails, so a load balancer stops sending traffic.
+//! Once the process is told to stop, [`Readiness::drain`] turns it red for good while requests
+//! are still served (see [`crate::shutdown::drained`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -27,6 +30,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(String, Check)>,
+    /// Shared by every clone: set once the process is shutting down.
+    draining: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -56,6 +61,12 @@ impl Readiness {
         });
     }
 
+    /// From now on every check of this readiness (and of its clones) answers not ready, naming
+    /// the shutdown: the process is about to stop.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
     pub fn merge(&mut self, other: Readiness) {
         self.checks.extend(other.checks);
     }
@@ -71,6 +82,11 @@ impl Readiness {
         });
         let mut ready = true;
         let mut report = BTreeMap::new();
+        if self.draining.load(Ordering::SeqCst) {
+            ready = false;
+            report
+                .insert("shutdown".to_owned(), "failing: the process is shutting down".to_owned());
+        }
         for (name, outcome) in futures::future::join_all(runs).await {
             match outcome {
                 Ok(detail) => {

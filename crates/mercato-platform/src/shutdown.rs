@@ -1,4 +1,26 @@
-//! Graceful shutdown: SIGTERM or Ctrl-C.
+//! Graceful shutdown: SIGTERM or Ctrl-C ([`signal`]), then readiness red while requests are
+//! still served ([`drained`]), then the server stops taking connections and lets in-flight
+//! requests finish; background work (consumers, relays) stops after it.
+
+use std::time::Duration;
+
+use crate::health::Readiness;
+
+/// Resolves `drain` after `signal`, having turned `readiness` red at once: the future to give
+/// the server as its shutdown signal, so that load balancers see the instance leave before its
+/// listener closes.
+pub async fn drained(
+    signal: impl std::future::Future<Output = ()>,
+    readiness: Readiness,
+    drain: Duration,
+) {
+    signal.await;
+    readiness.drain();
+    if !drain.is_zero() {
+        tracing::info!(?drain, "readiness is red; serving until the drain ends");
+        tokio::time::sleep(drain).await;
+    }
+}
 
 /// Resolves when the process is asked to stop (SIGTERM on Unix, or Ctrl-C).
 pub async fn signal() {

@@ -2,7 +2,12 @@
 //!
 //! Access tokens: EdDSA (Ed25519) JWTs, verified by every service with the public keys of
 //! `/.well-known/jwks.json`. The private key is a PKCS#8 PEM file that persists (in the data dir
-//! under `mercato up`, from `--jwt-key-file` under `serve`), so tokens stay valid across restarts.
+//! under `mercato up`, from `--jwt-key-file` under `serve`) or PEM text from the environment, so
+//! tokens stay valid across restarts.
+//!
+//! Rotation: the JWKS lists the current key first, then the retired keys given to
+//! [`SigningKeys::with_retired`], so tokens they signed stay valid until they expire; verifiers
+//! fetch the JWKS again when a token names a key they do not know.
 //!
 //! Refresh tokens: 32 random bytes, base64url; only their SHA-256 is stored, so a database leak
 //! does not hand out sessions.
@@ -13,7 +18,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, spki::der::pem::LineEnding,
+};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mercato_platform::auth::{Claims, ed25519_jwk};
@@ -68,6 +75,42 @@ impl SigningKeys {
         Self::from_key(&key)
     }
 
+    /// The key in `pem` (Ed25519, PKCS#8 PEM text, e.g. from a secret in the environment);
+    /// `source` names it in errors.
+    pub fn from_pem(pem: &str, source: &str) -> anyhow::Result<Self> {
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem.trim()).map_err(|error| {
+            anyhow::anyhow!("{source} is not an Ed25519 private key in PKCS#8 PEM: {error}")
+        })?;
+        Self::from_key(&key)
+    }
+
+    /// These keys, also publishing the retired keys in `pems` (each `(source, PEM)`: an Ed25519
+    /// private key in PKCS#8 or a public key in SPKI PEM) so that the tokens they signed stay
+    /// valid until they expire. Nothing is signed with them.
+    pub fn with_retired(self, pems: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut jwks = self.0.jwks.clone();
+        for (source, pem) in pems {
+            let pem = pem.trim();
+            let public = match ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+                Ok(private) => private.verifying_key(),
+                Err(_) => {
+                    ed25519_dalek::VerifyingKey::from_public_key_pem(pem).map_err(|error| {
+                        anyhow::anyhow!(
+                            "{source} is neither an Ed25519 private key (PKCS#8 PEM) nor a public \
+                         key (SPKI PEM): {error}"
+                        )
+                    })?
+                }
+            };
+            let jwk = ed25519_jwk(&public.to_bytes())?;
+            if !jwks.keys.iter().any(|known| known.common.key_id == jwk.common.key_id) {
+                jwks.keys.push(jwk);
+            }
+        }
+        let keys = Keys { kid: self.0.kid.clone(), encoding: self.0.encoding.clone(), jwks };
+        Ok(Self(Arc::new(keys)))
+    }
+
     fn from_key(key: &ed25519_dalek::SigningKey) -> anyhow::Result<Self> {
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
@@ -84,7 +127,7 @@ impl SigningKeys {
         self.0.kid.clone()
     }
 
-    /// The public keys, as served at `/.well-known/jwks.json`.
+    /// The public keys, as served at `/.well-known/jwks.json`: the current one first.
     pub fn jwks(&self) -> JwkSet {
         self.0.jwks.clone()
     }
@@ -125,6 +168,9 @@ pub fn refresh_token_hash(token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use mercato_platform::auth::TokenVerifier;
+
     use super::*;
 
     #[test]
@@ -160,5 +206,60 @@ mod tests {
         let hash = refresh_token_hash(&token);
         assert_eq!(hash.len(), 64);
         assert!(!hash.contains(&token));
+    }
+
+    fn pem_of(key: &ed25519_dalek::SigningKey) -> String {
+        key.to_pkcs8_pem(LineEnding::LF).map(|pem| pem.to_string()).unwrap_or_default()
+    }
+
+    fn claims() -> Claims {
+        let now = mercato_platform::time::Timestamp::now().millis() / 1000;
+        Claims {
+            sub: uuid::Uuid::now_v7().to_string(),
+            role: mercato_platform::auth::Role::Customer,
+            iat: now,
+            exp: now + 60,
+            iss: "mercato".to_owned(),
+            jti: uuid::Uuid::now_v7().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retired_key_is_published_and_still_verifies_its_tokens() {
+        let old = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let new = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let before = SigningKeys::from_pem(&pem_of(&old), "old").expect("the old key loads");
+        let token = before.sign(&claims()).expect("signed with the old key");
+
+        // The old key given as its private PEM, or only its public half: the same JWKS.
+        let public = old.verifying_key().to_public_key_pem(LineEnding::LF).expect("a public PEM");
+        for retired in [pem_of(&old), public] {
+            let after = SigningKeys::from_pem(&pem_of(&new), "new")
+                .and_then(|keys| keys.with_retired(&[("old".to_owned(), retired)]))
+                .expect("rotated keys load");
+            let kids: Vec<_> =
+                after.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+            assert_eq!(kids, vec![after.kid(), before.kid()], "current first, then retired");
+            let verifier = TokenVerifier::with_keys("mercato", &after.jwks()).expect("a verifier");
+            verifier.verify(&token).await.expect("a token of the retired key still verifies");
+            let fresh = after.sign(&claims()).expect("signed with the new key");
+            assert_eq!(
+                jsonwebtoken::decode_header(&fresh).ok().and_then(|h| h.kid),
+                Some(after.kid())
+            );
+            verifier.verify(&fresh).await.expect("a token of the new key verifies");
+        }
+    }
+
+    #[test]
+    fn a_bad_key_is_refused_with_its_source_named() {
+        let error =
+            SigningKeys::from_pem("not a key", "MERCATO_JWT_KEY").err().map(|e| e.to_string());
+        assert!(error.unwrap_or_default().contains("MERCATO_JWT_KEY"));
+        let error = SigningKeys::generate()
+            .with_retired(&[("/keys/old.pem".to_owned(), "junk".to_owned())])
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.unwrap_or_default().contains("/keys/old.pem"));
     }
 }

@@ -39,6 +39,19 @@ pub fn add_bus_check(readiness: &mut Readiness, bus: Arc<dyn EventBus>) {
     });
 }
 
+/// The HTTP server's shutdown signal: SIGTERM or Ctrl-C, then `shutdown_drain_secs` with
+/// `readiness` red while requests are still served.
+pub fn shutdown(
+    settings: &Settings,
+    readiness: &Readiness,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    mercato_platform::shutdown::drained(
+        mercato_platform::shutdown::signal(),
+        readiness.clone(),
+        Duration::from_secs(settings.shutdown_drain_secs),
+    )
+}
+
 /// Tasks that run until the process stops, stopped together after the HTTP server.
 #[derive(Debug)]
 pub struct Background {

@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// Folder for files a service keeps (the generated signing key by default).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Load and check the settings this service needs, print them (secrets redacted) and exit,
+    /// without connecting anywhere.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,6 +27,15 @@ pub struct Settings {
     pub products_url: Option<String>,
     pub orders_url: Option<String>,
     pub jwt_key_file: Option<PathBuf>,
+    /// The users service's signing key as PKCS#8 PEM text (e.g. a secret in `MERCATO_JWT_KEY`);
+    /// it wins over `jwt_key_file`.
+    pub jwt_key: Option<SecretString>,
+    /// Retired keys (PEM files, private or public) the users service still publishes in its
+    /// JWKS, so that the tokens they signed stay valid until they expire.
+    pub jwt_previous_key_files: Vec<PathBuf>,
+    /// On SIGTERM, how long readiness answers 503 while requests are still served, so that load
+    /// balancers stop sending traffic before the listener closes.
+    pub shutdown_drain_secs: u64,
     /// The `iss` of access tokens; every service of one deployment must agree on it.
     pub jwt_issuer: String,
     pub admin_email: Option<String>,
@@ -49,6 +58,9 @@ impl Default for Settings {
             products_url: None,
             orders_url: None,
             jwt_key_file: None,
+            jwt_key: None,
+            jwt_previous_key_files: Vec::new(),
+            shutdown_drain_secs: 2,
             jwt_issuer: "mercato".to_owned(),
             admin_email: None,
             admin_password: None,
@@ -151,6 +163,10 @@ impl Settings {
         {
             bail!("invalid configuration: `nats_prefix` must be letters, digits, `-` or `_`");
         }
+        if ["dlq", "signal"].contains(&self.nats_prefix.as_str()) {
+            // `dlq.<prefix>.>` and `signal.<prefix>.>` must stay outside the stream `<prefix>.>`.
+            bail!("invalid configuration: `nats_prefix` cannot be `dlq` or `signal` (reserved)");
+        }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
             bail!("invalid configuration: `currency` must be an ISO 4217 code such as USD");
         }
@@ -202,6 +218,42 @@ impl Settings {
             admin,
             ..UsersConfig::default()
         })
+    }
+
+    /// The users service's signing keys: `jwt_key` when set, else the PEM file `jwt_key_file`
+    /// (default: `jwt-ed25519.pem` in the data dir, generated when missing), publishing the
+    /// retired `jwt_previous_key_files` beside it.
+    pub fn signing_keys(&self) -> anyhow::Result<mercato_users::SigningKeys> {
+        use anyhow::Context as _;
+        use secrecy::ExposeSecret as _;
+
+        let keys = match &self.jwt_key {
+            Some(pem) => mercato_users::SigningKeys::from_pem(
+                pem.expose_secret(),
+                "`jwt_key` (MERCATO_JWT_KEY)",
+            )?,
+            None => {
+                let file = self
+                    .jwt_key_file
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("jwt-ed25519.pem"));
+                mercato_users::SigningKeys::load_or_generate(&file)?
+            }
+        };
+        let retired = self
+            .jwt_previous_key_files
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "reading the retired JWT key {} (jwt_previous_key_files)",
+                        path.display()
+                    )
+                })?;
+                Ok((path.display().to_string(), pem))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        keys.with_retired(&retired)
     }
 
     pub fn pool(&self) -> mercato_store::PoolSettings {

@@ -15,7 +15,7 @@ use mercato_orders::OrdersService;
 use mercato_platform::http::{Operations, finish};
 use mercato_products::ProductsService;
 use mercato_store::Database;
-use mercato_users::{SigningKeys, UsersService};
+use mercato_users::UsersService;
 
 use crate::backbone::Background;
 use crate::cli::UpArgs;
@@ -29,7 +29,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
 
-    let keys = SigningKeys::load_or_generate(&data_dir.join("jwt-ed25519.pem"))?;
+    let keys = settings.signing_keys()?;
     let log = crate::backbone::embedded_log(&data_dir).await?;
     // This process is the log's consumer: what a previous run claimed and never settled (it was
     // killed) is handed out again now, not after its ack_wait.
@@ -84,6 +84,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     readiness.merge(products.readiness());
     readiness.merge(orders.readiness());
     crate::backbone::add_bus_check(&mut readiness, bus.clone());
+    let shutdown = crate::backbone::shutdown(&settings, &readiness);
     let operations = Operations {
         readiness,
         metrics: mercato_platform::metrics::recorder(),
@@ -113,7 +114,7 @@ pub async fn run(config: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         println!("  password: {}", credentials.password);
     }
     tracing::info!(%address, "mercato up is serving");
-    mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+    mercato_platform::http::serve(listener, app, shutdown).await?;
     background.stop().await;
     users.database().close().await;
     products.database().close().await;

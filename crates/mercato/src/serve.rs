@@ -16,7 +16,7 @@ use mercato_platform::health::Readiness;
 use mercato_platform::http::{Operations, finish};
 use mercato_products::ProductsService;
 use mercato_store::Database;
-use mercato_users::{SigningKeys, UsersService};
+use mercato_users::UsersService;
 
 use crate::backbone::Background;
 use crate::cli::{ServeArgs, Service};
@@ -35,6 +35,9 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
         jwt_key_file: args.jwt_key_file,
     };
     let settings = Settings::load(config, overrides)?;
+    if args.check_config {
+        return check_config(args.service, &settings);
+    }
     match args.service {
         Service::Users => serve_users(settings).await,
         Service::Products => serve_products(settings).await,
@@ -43,20 +46,123 @@ pub async fn run(config: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `serve <service> --check-config`: refuses what [`run`] would refuse before connecting
+/// anywhere, else prints the effective settings with secrets redacted. Connects to nothing and
+/// writes no file, so a deployment's environment can be checked anywhere.
+fn check_config(service: Service, settings: &Settings) -> anyhow::Result<()> {
+    let name = match service {
+        Service::Users => "users",
+        Service::Products => "products",
+        Service::Orders => "orders",
+        Service::Gateway => "gateway",
+    };
+    match service {
+        Service::Users => {
+            required(settings.database_url.as_deref(), "database_url", name)?;
+            settings.users_config()?;
+            // A key given as text is checked here; key files are read only by `serve`.
+            if let Some(pem) = &settings.jwt_key {
+                let pem = secrecy::ExposeSecret::expose_secret(pem);
+                mercato_users::SigningKeys::from_pem(pem, "`jwt_key` (MERCATO_JWT_KEY)")?;
+            }
+        }
+        Service::Products | Service::Orders => {
+            users_url(settings, name)?;
+            required(settings.database_url.as_deref(), "database_url", name)?;
+        }
+        Service::Gateway => {
+            users_url(settings, name)?;
+            required(settings.products_url.as_deref(), "products_url", name)?;
+            required(settings.orders_url.as_deref(), "orders_url", name)?;
+        }
+    }
+    let nats = settings.nats_url.as_deref().unwrap_or(crate::backbone::DEFAULT_NATS_URL);
+    println!("The configuration of `mercato serve {name}` is valid (secrets redacted).");
+    println!("events: NATS JetStream at {}", redact_secrets(nats));
+    println!("{}", redact_secrets(&format!("{settings:#?}")));
+    Ok(())
+}
+
+/// Hides secrets in `text` (the pretty `Debug` of the settings): the value of every field named
+/// like a secret (`*password*`, `*secret*`, `*_key`; `secrecy` already hides its own), and the
+/// password of every URL (`postgres://user:password@host`).
+fn redact_secrets(text: &str) -> String {
+    let secret =
+        |name: &str| name.contains("password") || name.contains("secret") || name.ends_with("_key");
+    let mut lines = Vec::new();
+    // While inside a secret field's multi-line value: the indentation of its closing line.
+    let mut skipping: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(depth) = skipping {
+            if indent == depth && line.trim_start().starts_with([')', '}', ']']) {
+                skipping = None;
+            }
+            continue;
+        }
+        match line.trim_start().split_once(": ") {
+            Some((field, value)) if secret(field) && value != "None," => {
+                if value.ends_with(['(', '{', '[']) {
+                    skipping = Some(indent);
+                }
+                lines.push(format!("{}{field}: [REDACTED],", &line[..indent]));
+            }
+            _ => lines.push(redact_url_passwords(line)),
+        }
+    }
+    lines.join("\n")
+}
+
+/// `scheme://user:password@host` becomes `scheme://user:[REDACTED]@host`, for every URL in `text`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        redacted.push_str(before);
+        // Not at `"` or `,`: a password may hold them, and hiding too much beats leaking.
+        let end = after.find(['/', '?', '#', ' ']).unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority
+            .rsplit_once('@')
+            .and_then(|(info, host)| info.split_once(':').map(|(user, _)| (user, host)))
+        {
+            Some((user, host)) => redacted.push_str(&format!("{user}:[REDACTED]@{host}")),
+            None => redacted.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
 fn database(settings: &Settings, service: &str) -> anyhow::Result<Database> {
-    let url = settings.database_url.clone().with_context(|| {
+    let url = required(settings.database_url.as_deref(), "database_url", service)?;
+    Database::connect(url, &settings.pool())
+}
+
+/// A setting without which `serve <service>` cannot start, or an error naming its flag and
+/// variable.
+fn required<'a>(value: Option<&'a str>, key: &str, service: &str) -> anyhow::Result<&'a str> {
+    value.with_context(|| {
         format!(
-            "`database_url` (--database-url or MERCATO_DATABASE_URL) is required for `serve {service}`"
+            "`{key}` (--{} or MERCATO_{}) is required for `serve {service}`",
+            key.replace('_', "-"),
+            key.to_uppercase()
         )
-    })?;
-    Database::connect(&url, &settings.pool())
+    })
+}
+
+/// The users service's base URL, whose JWKS verifies tokens.
+fn users_url<'a>(settings: &'a Settings, service: &str) -> anyhow::Result<&'a str> {
+    settings.users_url.as_deref().with_context(|| {
+        format!("`users_url` (--users-url or MERCATO_USERS_URL) is required for `serve {service}`: its JWKS verifies tokens")
+    })
 }
 
 /// A verifier of the users service's tokens, with keys fetched from its JWKS.
 fn remote_verifier(settings: &Settings, service: &str) -> anyhow::Result<TokenVerifier> {
-    let users = settings.users_url.as_deref().with_context(|| {
-        format!("`users_url` (--users-url or MERCATO_USERS_URL) is required for `serve {service}`: its JWKS verifies tokens")
-    })?;
+    let users = users_url(settings, service)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -66,9 +172,7 @@ fn remote_verifier(settings: &Settings, service: &str) -> anyhow::Result<TokenVe
 }
 
 async fn serve_users(settings: Settings) -> anyhow::Result<()> {
-    let key_file =
-        settings.jwt_key_file.clone().unwrap_or_else(|| settings.data_dir.join("jwt-ed25519.pem"));
-    let keys = SigningKeys::load_or_generate(&key_file)?;
+    let keys = settings.signing_keys()?;
     let users =
         UsersService::start(database(&settings, "users")?, keys, settings.users_config()?).await?;
     let bus: Arc<dyn EventBus> = Arc::new(crate::backbone::jetstream(&settings).await?);
@@ -115,6 +219,11 @@ async fn serve_orders(settings: Settings) -> anyhow::Result<()> {
     background.spawn(orders.saga_consumer(bus.clone(), prefix).run(background.stop_signal()));
     background.spawn(orders.replicas_consumer(bus.clone(), prefix).run(background.stop_signal()));
     background.spawn(orders.clone().maintenance(background.stop_signal()));
+    background.spawn(orders.clone().share_wake_ups(
+        bus.clone(),
+        prefix.clone(),
+        background.stop_signal(),
+    ));
     let (routes, openapi) = orders.routes();
     let shape = Shape { name: "orders", routes, openapi, readiness: orders.readiness(), bus };
     shape.serve(&settings, background).await?;
@@ -127,13 +236,7 @@ async fn serve_orders(settings: Settings) -> anyhow::Result<()> {
 async fn serve_gateway(settings: Settings) -> anyhow::Result<()> {
     let verifier = remote_verifier(&settings, "gateway")?;
     let url = |value: &Option<String>, key: &str| {
-        value.clone().with_context(|| {
-            format!(
-                "`{key}` (--{} or MERCATO_{}) is required for `serve gateway`",
-                key.replace('_', "-"),
-                key.to_uppercase()
-            )
-        })
+        required(value.as_deref(), key, "gateway").map(str::to_owned)
     };
     let upstream = OverHttp::new(HttpSettings {
         users_url: url(&settings.users_url, "users_url")?,
@@ -170,6 +273,7 @@ impl Shape {
     async fn serve(self, settings: &Settings, background: Background) -> anyhow::Result<()> {
         let mut readiness = self.readiness;
         crate::backbone::add_bus_check(&mut readiness, self.bus);
+        let shutdown = crate::backbone::shutdown(settings, &readiness);
         let app = finish(
             self.routes.merge(crate::events::asyncapi_route(&settings.nats_prefix)),
             Operations {
@@ -183,7 +287,7 @@ impl Shape {
             .with_context(|| format!("listening on {}", settings.listen))?;
         let address = listener.local_addr()?;
         println!("Mercato {} service is running at http://{address}", self.name);
-        mercato_platform::http::serve(listener, app, mercato_platform::shutdown::signal()).await?;
+        mercato_platform::http::serve(listener, app, shutdown).await?;
         background.stop().await;
         Ok(())
     }

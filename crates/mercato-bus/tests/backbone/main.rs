@@ -27,3 +27,4 @@ mod embedded_restart;
 mod order;
 mod poison;
 mod relay_crash;
+mod replicas;

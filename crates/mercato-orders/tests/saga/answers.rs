@@ -524,47 +524,6 @@ backend_tests! {
     }
 }
 
-/// [`backend_tests!`] for a test that shows a known bug: the same three tests, ignored with
-/// `$reason` (run them with `--ignored`).
-#[macro_export]
-macro_rules! ignored_backend_tests {
-    ($reason:literal; async fn $name:ident($db:ident) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn run($db: mercato_testkit::TestDatabase) $body
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn sqlite() {
-                let backend = mercato_testkit::Backend::Sqlite;
-                if let Some(db) = mercato_testkit::TestDatabase::create(backend).await {
-                    run(db).await
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn postgres() {
-                let backend = mercato_testkit::Backend::Postgres;
-                if let Some(db) = mercato_testkit::TestDatabase::create(backend).await {
-                    run(db).await
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn mysql() {
-                let backend = mercato_testkit::Backend::MySql;
-                if let Some(db) = mercato_testkit::TestDatabase::create(backend).await {
-                    run(db).await
-                }
-            }
-        }
-    };
-}
-
 mercato_testkit::backend_tests! {
     async fn a_held_placement_is_answered_when_the_order_is_cancelled_meanwhile(db) {
         let app = spawn_app(db).await;
@@ -590,17 +549,27 @@ mercato_testkit::backend_tests! {
     }
 }
 
-crate::ignored_backend_tests! {
-    "issue 7: waking held requests across instances (ADR 0007); today an answer applied by another instance is seen when the wait runs out";
+backend_tests! {
     async fn a_held_placement_is_answered_when_another_instance_applies_the_answer(db) {
         // Several instances of the service share the `orders-saga` consumer: the one that
-        // applies an answer is not always the one holding the request.
+        // applies an answer is not always the one holding the request. The holding instance
+        // hears of it through the wake-ups the instances share on the bus.
         let app = spawn_app(db).await;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let log = mercato_bus::embedded::EmbeddedLog::open(&dir.path().join("events.db"))
+            .await
+            .expect("the event log opens");
+        let bus: std::sync::Arc<dyn mercato_bus::EventBus> = std::sync::Arc::new(log);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let prefix = "waking";
         let verifier = mercato_platform::auth::TokenVerifier::with_keys(ISSUER, &app.keys.jwks())
             .expect("a verifier");
         let other = mercato_orders::OrdersService::start(app.database.clone(), verifier)
             .await
             .expect("a second instance starts");
+        for instance in [app.service.clone(), other.clone()] {
+            tokio::spawn(instance.share_wake_ups(bus.clone(), prefix.to_owned(), stopping.clone()));
+        }
         let product = Uuid::now_v7();
         let request = send_in_background(
             &app,
@@ -614,7 +583,8 @@ crate::ignored_backend_tests! {
         let placed = app.outbox_events::<OrderPlaced>().await;
         let order = Uuid::parse_str(&text(&placed[0]["orderId"])).expect("an order id");
 
-        // The second instance's consumer applies the answer, as `TestApp::answer` does.
+        // The second instance's consumer applies the answer, as `TestApp::answer` does, and
+        // wakes the requests held for the order: its own, and through the bus, the first's.
         let answer = reserved(order, 1, &[(product, 1, "2.00")]);
         let mut tx = app.database.begin().await.expect("a transaction");
         let new = mercato_bus::consumer::record_in_inbox(&app.database, &mut tx, "orders-saga", &answer.id)
@@ -623,11 +593,18 @@ crate::ignored_backend_tests! {
         assert!(new);
         let outcome = other.saga().apply(&mut tx, &answer).await.expect("applied");
         tx.commit().await.expect("committed");
-        other.waiters().wake(order);
         assert_eq!(outcome, settled_confirmed());
+        other.saga_committed(&answer);
+        // A signal reaches only the instances tailing at that moment (the first one's tail
+        // starts in a task of its own): wake-ups are hints, so sending it again is harmless.
+        while !request.is_finished() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            other.saga_committed(&answer);
+        }
 
         let (status, _, body) = answered(request, "a placement held on another instance").await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["status"], "confirmed");
+        let _ = stop.send(true);
     }
 }

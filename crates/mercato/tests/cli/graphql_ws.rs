@@ -21,13 +21,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use crate::graphql::{Gateway, cents, string};
 
-const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub(crate) const TRANSPORT_WS: &str = "graphql-transport-ws";
 const LEGACY_WS: &str = "graphql-ws";
 /// How long a message that must come may take, at most.
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One client socket on `/graphql/ws`, past `connection_ack`.
-struct Socket {
+pub(crate) struct Socket {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     protocol: &'static str,
 }
@@ -36,7 +36,16 @@ impl Socket {
     /// Connects asking for `protocol`, sends `connection_init` (with the token, if any) and
     /// waits for `connection_ack`.
     async fn open(gw: &Gateway, protocol: &'static str, token: Option<&str>) -> Self {
-        let url = gw.mercato.url("/graphql/ws").replacen("http://", "ws://", 1);
+        Self::open_at(&gw.mercato.base_url, protocol, token).await
+    }
+
+    /// [`Socket::open`] on the gateway at `base_url` (`http://host:port`).
+    pub(crate) async fn open_at(
+        base_url: &str,
+        protocol: &'static str,
+        token: Option<&str>,
+    ) -> Self {
+        let url = format!("{base_url}/graphql/ws").replacen("http://", "ws://", 1);
         let mut request = url.into_client_request().expect("a WebSocket request");
         let value = protocol.parse().expect("a header value");
         request.headers_mut().insert("sec-websocket-protocol", value);
@@ -104,14 +113,19 @@ impl Socket {
     }
 
     /// Subscribes and waits until the subscription is live; returns what came before.
-    async fn subscribe_live(&mut self, id: &str, query: &str, variables: Value) -> Vec<Value> {
+    pub(crate) async fn subscribe_live(
+        &mut self,
+        id: &str,
+        query: &str,
+        variables: Value,
+    ) -> Vec<Value> {
         self.subscribe(id, query, variables).await;
         self.sync().await
     }
 
     /// The next message, which must be a result (`next`, or `data` in the legacy protocol) of
     /// subscription `id` without errors; returns its `data`.
-    async fn result(&mut self, id: &str) -> Value {
+    pub(crate) async fn result(&mut self, id: &str) -> Value {
         let message = self.next().await;
         let kind = if self.protocol == LEGACY_WS { "data" } else { "next" };
         assert_eq!(message["type"], kind, "{message}");
@@ -141,12 +155,13 @@ impl Socket {
     }
 }
 
-const ORDER_STATUS: &str = "subscription { orderStatusChanged { id userId status total } }";
+pub(crate) const ORDER_STATUS: &str =
+    "subscription { orderStatusChanged { id userId status total } }";
 const ADJUST: &str =
     "mutation($id: ID!, $delta: Int!) { adjustInventory(productId: $id, delta: $delta) { stock } }";
 /// Reads results of subscription `id` until `done` says so; each must pass `check`. At most
 /// `max` results.
-async fn results_until(
+pub(crate) async fn results_until(
     socket: &mut Socket,
     id: &str,
     max: usize,

@@ -1,7 +1,8 @@
-//! The order saga across processes: `mercato serve users`, `serve products` and `serve orders`,
-//! each on its own database (PostgreSQL or MariaDB), meeting only through JetStream on the shared
-//! NATS (under a prefix of their own) and the users service's JWKS; then `serve gateway` in front
-//! of them, forwarding REST and answering GraphQL over HTTP.
+//! The order saga across processes: `mercato serve users`, `serve products` and two replicas of
+//! `serve orders`, each service on its own database (PostgreSQL or MariaDB), meeting only through
+//! JetStream on the shared NATS (under a prefix of their own) and the users service's JWKS; then
+//! `serve gateway` in front of them, forwarding REST, answering GraphQL over HTTP and pushing
+//! subscriptions over WebSocket.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use mercato_testkit::{Backend, TestDatabase, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::graphql_ws::{ORDER_STATUS, Socket, TRANSPORT_WS, results_until};
 use crate::process::{Mercato, command, login, post_json};
 
 async fn token_of(response: reqwest::Response) -> String {
@@ -75,6 +77,8 @@ async fn the_saga_runs_across_processes(backend: Backend) {
     let jwks = ["--users-url", users.base_url.as_str()];
     let products = Mercato::start(serve("products", &products_db, &nats, &prefix, &jwks)).await;
     let orders = Mercato::start(serve("orders", &orders_db, &nats, &prefix, &jwks)).await;
+    // A second replica on the same database: it shares the durable consumers.
+    let replica = Mercato::start(serve("orders", &orders_db, &nats, &prefix, &jwks)).await;
 
     let admin = token_of(login(&users, "ops@example.com", "ops password").await).await;
     let registered = post_json(
@@ -178,6 +182,33 @@ async fn the_saga_runs_across_processes(backend: Backend) {
     assert_eq!(settled["status"], "rejected");
     assert_eq!(settled["rejectionReason"], "insufficient_stock");
 
+    // The replicas share the saga's consumer, so about half of the answers are applied by the
+    // replica that does not hold the request. Every held placement is still answered with its
+    // order settled (woken from the bus), not `pending` when its 20 s run out.
+    let (_, pens) = send(
+        reqwest::Method::POST,
+        products.url("/api/products"),
+        &admin,
+        Some(json!({"name": "Pen", "price": "2.00", "stock": 100})),
+        None,
+    )
+    .await;
+    let pens = pens["id"].as_str().expect("an id").to_owned();
+    for round in 0..5 {
+        for instance in [&orders, &replica] {
+            let (status, order) = send(
+                reqwest::Method::POST,
+                instance.url("/api/orders"),
+                &customer,
+                Some(json!({"items": [{"productId": pens, "quantity": 1}]})),
+                Some("wait=20"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "round {round}: {order}");
+            assert_eq!(order["status"], "confirmed", "round {round}, held on a replica: {order}");
+        }
+    }
+
     // The gateway in front: REST forwarded to the owning service, GraphQL over all three.
     let gateway = Mercato::start(command(&[
         "serve",
@@ -193,7 +224,7 @@ async fn the_saga_runs_across_processes(backend: Backend) {
         "--products-url",
         products.base_url.as_str(),
         "--orders-url",
-        orders.base_url.as_str(),
+        replica.base_url.as_str(),
     ]))
     .await;
     let (status, forwarded) = send(
@@ -253,7 +284,86 @@ async fn the_saga_runs_across_processes(backend: Backend) {
         assert!(edge["node"]["items"][0]["product"]["name"].is_string(), "{answer}");
     }
 
-    for process in [gateway, orders, products, users] {
+    // A newcomer, entirely through the gateway: registers and logs in (forwarded), follows
+    // their orders over WebSocket, places, changes and cancels an order over GraphQL.
+    let registered = post_json(
+        &gateway.url("/api/users"),
+        json!({"name": "Eve", "email": "eve@example.com", "password": "customer password"}),
+    )
+    .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let eve = token_of(
+        post_json(
+            &gateway.url("/api/auth/login"),
+            json!({"email": "eve@example.com", "password": "customer password"}),
+        )
+        .await,
+    )
+    .await;
+    let graphql = |token: String, query: String, variables: Value| {
+        let url = gateway.url("/graphql");
+        async move {
+            let body = json!({"query": query, "variables": variables});
+            let (status, answer) = send(reqwest::Method::POST, url, &token, Some(body), None).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            assert!(answer.get("errors").is_none(), "{answer}");
+            answer["data"].clone()
+        }
+    };
+    let created = graphql(
+        admin.clone(),
+        "mutation { createProduct(input: {name: \"Cup\", price: \"4.00\", stock: 10}) { id } }"
+            .to_owned(),
+        json!({}),
+    )
+    .await;
+    let cup = created["createProduct"]["id"].as_str().expect("an id").to_owned();
+    let mut socket = Socket::open_at(&gateway.base_url, TRANSPORT_WS, Some(&eve)).await;
+    assert_eq!(socket.subscribe_live("mine", ORDER_STATUS, json!({})).await, Vec::<Value>::new());
+    let placed = graphql(
+        eve.clone(),
+        "mutation($cup: ID!) { placeOrder(input: {items: [{productId: $cup, quantity: 2}]}) \
+         { id status } }"
+            .to_owned(),
+        json!({"cup": cup}),
+    )
+    .await;
+    let order_id = placed["placeOrder"]["id"].as_str().expect("an id").to_owned();
+    let seen = results_until(
+        &mut socket,
+        "mine",
+        5,
+        |data| assert_eq!(data["orderStatusChanged"]["id"], order_id.as_str(), "{data}"),
+        |data| data["orderStatusChanged"]["status"] == "CONFIRMED",
+    )
+    .await;
+    assert_eq!(seen[seen.len() - 1]["orderStatusChanged"]["total"], "8.00");
+    let changed = graphql(
+        eve.clone(),
+        "mutation($id: ID!, $cup: ID!) { updateOrder(id: $id, input: {items: \
+         [{productId: $cup, quantity: 3}]}, waitSeconds: 20) { status total } }"
+            .to_owned(),
+        json!({"id": order_id, "cup": cup}),
+    )
+    .await;
+    assert_eq!(changed["updateOrder"]["status"], "CONFIRMED", "{changed}");
+    assert_eq!(changed["updateOrder"]["total"], "12.00", "{changed}");
+    let cancelled = graphql(
+        eve.clone(),
+        "mutation($id: ID!) { cancelOrder(id: $id, waitSeconds: 20) { status } }".to_owned(),
+        json!({"id": order_id}),
+    )
+    .await;
+    assert_eq!(cancelled["cancelOrder"]["status"], "CANCELLED", "{cancelled}");
+    let stock = graphql(
+        eve.clone(),
+        "query($cup: ID!) { product(id: $cup) { stock } }".to_owned(),
+        json!({"cup": cup}),
+    )
+    .await;
+    assert_eq!(stock["product"]["stock"], 10, "the cancelled order's units are back");
+
+    for process in [gateway, replica, orders, products, users] {
         assert!(process.terminate().await.success());
     }
 }

@@ -1,5 +1,7 @@
 //! `mercato up`: starts on an empty data dir, serves, keeps its data across restarts.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -158,4 +160,42 @@ async fn migrate_prepares_the_embedded_databases() {
     assert!(dir.path().join("products.db").exists());
     assert!(stdout.contains("Orders: migrations applied (sqlite)"), "{stdout}");
     assert!(dir.path().join("orders.db").exists());
+}
+
+#[tokio::test]
+async fn sigterm_turns_readiness_red_first_and_keeps_serving_until_the_drain_ends() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut command = up(dir.path());
+    command.env("MERCATO_SHUTDOWN_DRAIN_SECS", "4");
+    let mut mercato = Mercato::start(command).await;
+    let client = reqwest::Client::new();
+    let ready = client.get(mercato.url("/health/ready")).send().await.expect("answers");
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+
+    let pid = mercato.child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("kill runs").success());
+    // Red readiness, while the API still answers: a load balancer takes the instance out
+    // before its listener closes.
+    let red = mercato_testkit::wait_until("readiness turns red", Duration::from_secs(3), || {
+        let url = mercato.url("/health/ready");
+        let client = client.clone();
+        async move {
+            let response = client.get(url).send().await.ok()?;
+            (response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+        }
+    })
+    .await;
+    let problem: serde_json::Value = red.json().await.expect("a problem document");
+    assert!(problem.to_string().contains("shutting down"), "{problem}");
+    let products = client.get(mercato.url("/api/products")).send().await.expect("still served");
+    assert_eq!(products.status(), reqwest::StatusCode::OK);
+    let live = client.get(mercato.url("/health/live")).send().await.expect("still served");
+    assert_eq!(live.status(), reqwest::StatusCode::OK);
+
+    let status = tokio::time::timeout(Duration::from_secs(20), mercato.child.wait())
+        .await
+        .expect("mercato stops after the drain")
+        .expect("waiting for mercato");
+    assert!(status.success(), "a drained shutdown exits 0: {status}");
 }
