@@ -37,6 +37,12 @@ pub enum Command {
     Users(UsersCommand),
     /// Watch events and manage dead letters (JetStream with --nats-url, else the embedded log).
     Events(EventsArgs),
+    /// Load a running Mercato through its API and report latency, throughput and errors.
+    ///
+    /// Fixtures are made through the API as the admin named by MERCATO_ADMIN_EMAIL and
+    /// MERCATO_ADMIN_PASSWORD; after `settle` and `mixed` the invariants are checked (no order
+    /// left pending, stock conserved) and a failure exits non-zero.
+    Bench(mercato_bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -46,6 +46,8 @@ fn main() -> ExitCode {
                 admin::create_admin(config, args).await
             }
             Some(Command::Events(args)) => events::run(config, args).await,
+            // A client of the API: it never loads this process's settings.
+            Some(Command::Bench(args)) => mercato_bench::run(args).await,
         }
     });
     match outcome {

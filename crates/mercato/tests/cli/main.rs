@@ -1,5 +1,6 @@
 //! System tests of the `mercato` binary as a process: what a newcomer runs.
 
+mod bench;
 mod deploy;
 mod events;
 mod graphiql;
