@@ -25,6 +25,7 @@ use mercato_store::sqlx::{self, Connection};
 pub mod client;
 pub mod http;
 pub mod nats;
+pub mod servers;
 
 pub use mercato_store::Backend;
 pub use nats::{NatsServer, reachable_shared_nats, shared_nats_url, unique_prefix};

@@ -2,6 +2,7 @@
 
 mod bench;
 mod deploy;
+mod distributed_drills;
 mod events;
 mod graphiql;
 mod graphql;
