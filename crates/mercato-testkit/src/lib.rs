@@ -8,8 +8,9 @@
 //! - [`client`]: an HTTP client for one server, with tokens, JSON bodies and headers.
 //! - [`http`]: assertions on answers (status and JSON, problem details and their code, `422`
 //!   fields).
-//! - [`nats`]: the shared NATS server's URL, unique subject prefixes, and a private
-//!   `nats-server` ([`NatsServer`]) for drills that stop the broker.
+//! - [`nats`]: the shared NATS server's URL and unique subject prefixes.
+//! - [`servers`]: private `nats-server` and PostgreSQL instances on free ports, for drills that
+//!   stop, crash and restart them without touching the machine's shared servers.
 //!
 //! Server URLs come from `MERCATO_TEST_POSTGRES_URL` and `MERCATO_TEST_MYSQL_URL` (defaults: the
 //! machine's local servers). An unreachable server skips the test with a loud message, unless
@@ -28,7 +29,7 @@ pub mod nats;
 pub mod servers;
 
 pub use mercato_store::Backend;
-pub use nats::{NatsServer, reachable_shared_nats, shared_nats_url, unique_prefix};
+pub use nats::{reachable_shared_nats, shared_nats_url, unique_prefix};
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/mysql";

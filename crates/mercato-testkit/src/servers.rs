@@ -14,7 +14,6 @@
 //!   `postgres` run as the `postgres` OS user (the child switches user itself, so the server is
 //!   this process's own child and no `runuser` sits in between), in a directory chowned to it.
 //!
-//! [`crate::nats::NatsServer`] is the older, smaller private NATS (SIGKILL only, no log).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

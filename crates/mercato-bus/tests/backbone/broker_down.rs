@@ -20,7 +20,7 @@ drill! {
             let before = bed.write_users(1).await;
             bed.wait_until_applied_once("drill", &before, SETTLE).await;
             bed.wait_until_backlog_is(0, SETTLE).await;
-            bed.broker().stop().await;
+            bed.broker().kill().await;
         }
 
         let ids = bed.write_users(50).await;
@@ -33,7 +33,7 @@ drill! {
         assert!(ids.iter().all(|id| !applied.contains(id)), "applied while the broker was down");
 
         match bus {
-            BusChoice::JetStream => bed.broker().restart().await,
+            BusChoice::JetStream => bed.broker().start_again().await,
             BusChoice::Embedded => {
                 bed.start_relay();
             }

@@ -23,7 +23,8 @@ use mercato_bus::{
 use mercato_contracts::{Envelope, Event, UserCreated};
 use mercato_store::sqlx::{self, AnyConnection};
 use mercato_store::{Backend, Database, PoolSettings};
-use mercato_testkit::{NatsServer, TestDatabase, shared_nats_url, unique_prefix, wait_until};
+use mercato_testkit::servers::PrivateNats;
+use mercato_testkit::{TestDatabase, shared_nats_url, unique_prefix, wait_until};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -96,7 +97,7 @@ pub struct TestBed {
     pub outbox: Outbox,
     pub bus: Arc<dyn EventBus>,
     /// The private server, when the drill asked for one.
-    pub broker: Option<NatsServer>,
+    pub broker: Option<PrivateNats>,
     nats_url: Option<String>,
     pub log_path: PathBuf,
     stop: watch::Sender<bool>,
@@ -142,7 +143,7 @@ impl TestBed {
                 (Arc::new(bus), None, Some(url))
             }
             (BusChoice::JetStream, Broker::Private) => {
-                let server = NatsServer::start().await?;
+                let server = PrivateNats::start().await?;
                 let url = server.url();
                 let bus = JetStreamBus::connect(&url, &prefix).await.expect("a NATS client");
                 (Arc::new(bus), Some(server), Some(url))
@@ -231,7 +232,7 @@ impl TestBed {
         &self._test_db.url
     }
 
-    pub fn broker(&mut self) -> &mut NatsServer {
+    pub fn broker(&mut self) -> &mut PrivateNats {
         self.broker.as_mut().expect("this drill started a private nats-server")
     }
 
