@@ -10,10 +10,14 @@
 //!   fetched again when a token names a key the cache does not know (key rotation) or the cache
 //!   is old, at most once per [`REFETCH_AFTER`]. When no key can be fetched at all the request is
 //!   `503` (the verifier cannot tell a good token from a bad one), never `401`.
+//!
+//! A token that verified is remembered for [`VERIFIED_TTL`] (at most [`VERIFIED_TOKENS`] of them,
+//! keyed by the whole token): its next use checks only `exp` and that its key is still trusted,
+//! not the Ed25519 signature again, the dearest step of a request that reads one row.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -95,10 +99,28 @@ enum KeySource {
     Jwks { url: String, client: reqwest::Client, fetch: tokio::sync::Mutex<Option<Instant>> },
 }
 
+/// How long a verified token is taken on its word before its signature is checked again.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// How many verified tokens are remembered; when full, all are forgotten at once.
+pub const VERIFIED_TOKENS: usize = 16_384;
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// A token whose signature, issuer and subject were checked.
+struct VerifiedToken {
+    caller: Caller,
+    kid: String,
+    /// Its `exp` plus the leeway, in seconds since the epoch: refused after that.
+    expires_at: i64,
+    /// When it must be verified in full again.
+    until: Instant,
+}
+
 struct Verifier {
     validation: Validation,
     keys: RwLock<HashMap<String, DecodingKey>>,
     source: KeySource,
+    verified: Mutex<HashMap<String, VerifiedToken>>,
 }
 
 /// Verifies access tokens. Cheap to clone; share one per process.
@@ -115,11 +137,15 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
 fn validation(issuer: &str) -> Validation {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[issuer]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "sub"]);
-    validation.leeway = 5;
+    validation.leeway = LEEWAY_SECS;
     validation
 }
 
@@ -131,6 +157,7 @@ impl TokenVerifier {
             validation: validation(issuer),
             keys: RwLock::new(keys),
             source: KeySource::Fixed,
+            verified: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -140,11 +167,13 @@ impl TokenVerifier {
             validation: validation(issuer),
             keys: RwLock::new(HashMap::new()),
             source: KeySource::Jwks { url: jwks_url, client, fetch: tokio::sync::Mutex::new(None) },
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
     /// Replaces the trusted keys (in-process key rotation).
     pub fn set_keys(&self, jwks: &JwkSet) -> anyhow::Result<()> {
+        // Tokens of a dropped key are refused at once: `remembered` checks the key is kept.
         let keys = decoding_keys(jwks)?;
         *self.0.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
         Ok(())
@@ -156,6 +185,9 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its caller.
     pub async fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        if let Some(caller) = self.remembered(token) {
+            return Ok(caller);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::invalid_token("the access token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -185,7 +217,42 @@ impl TokenVerifier {
             })?;
         let user_id = Uuid::parse_str(&data.claims.sub)
             .map_err(|_| ApiError::invalid_token("the access token's subject is not a user id"))?;
-        Ok(Caller { user_id, role: data.claims.role, token_id: data.claims.jti })
+        let caller = Caller { user_id, role: data.claims.role, token_id: data.claims.jti };
+        self.remember(token, &caller, kid, data.claims.exp);
+        Ok(caller)
+    }
+
+    /// The caller of a token verified less than [`VERIFIED_TTL`] ago, if it has not expired
+    /// since and its key is still trusted ([`TokenVerifier::set_keys`] may have dropped it).
+    fn remembered(&self, token: &str) -> Option<Caller> {
+        let (caller, kid) = {
+            let verified = self.0.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let entry = verified.get(token)?;
+            if entry.until <= Instant::now() || entry.expires_at < now_secs() {
+                return None;
+            }
+            (entry.caller.clone(), entry.kid.clone())
+        };
+        self.0
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&kid)
+            .then_some(caller)
+    }
+
+    fn remember(&self, token: &str, caller: &Caller, kid: String, exp: i64) {
+        let entry = VerifiedToken {
+            caller: caller.clone(),
+            kid,
+            expires_at: exp.saturating_add(LEEWAY_SECS as i64),
+            until: Instant::now() + VERIFIED_TTL,
+        };
+        let mut verified = self.0.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), entry);
     }
 
     async fn keys_are_stale(&self) -> bool {
@@ -301,5 +368,133 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
             Ok(token.trim())
         }
         _ => Err(ApiError::invalid_token("the Authorization header must be `Bearer <token>`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    const ISSUER: &str = "mercato";
+
+    /// A key pair: its JWKS and a signer of claims.
+    struct Key {
+        jwks: JwkSet,
+        kid: String,
+        encoding: EncodingKey,
+    }
+
+    impl Key {
+        fn generate() -> Self {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key.to_pkcs8_pem(LineEnding::LF).expect("a PEM");
+            let jwk = ed25519_jwk(&key.verifying_key().to_bytes()).expect("a JWK");
+            let kid = jwk.common.key_id.clone().expect("a kid");
+            let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).expect("an encoding key");
+            Self { jwks: JwkSet { keys: vec![jwk] }, kid, encoding }
+        }
+
+        fn sign(&self, user_id: Uuid, exp: i64) -> String {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.clone());
+            let claims = Claims {
+                sub: user_id.to_string(),
+                role: Role::Customer,
+                iat: now_secs() - 10,
+                exp,
+                iss: ISSUER.to_owned(),
+                jti: Uuid::new_v4().to_string(),
+            };
+            jsonwebtoken::encode(&header, &claims, &self.encoding).expect("a token")
+        }
+    }
+
+    fn remembered(verifier: &TokenVerifier) -> usize {
+        verifier.0.verified.lock().map(|verified| verified.len()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_and_answers_the_same_caller() {
+        let key = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &key.jwks).expect("a verifier");
+        let user = Uuid::new_v4();
+        let token = key.sign(user, now_secs() + 900);
+        let first = verifier.verify(&token).await.expect("valid");
+        assert_eq!(remembered(&verifier), 1);
+        let again = verifier.verify(&token).await.expect("still valid");
+        assert_eq!((again.user_id, again.role, again.token_id), (user, first.role, first.token_id));
+    }
+
+    #[tokio::test]
+    async fn a_tampered_token_is_not_taken_for_a_remembered_one() {
+        let key = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &key.jwks).expect("a verifier");
+        let token = key.sign(Uuid::new_v4(), now_secs() + 900);
+        verifier.verify(&token).await.expect("valid");
+        let mut tampered = token.clone();
+        let last = tampered.pop().expect("a signature");
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(verifier.verify(&tampered).await.is_err(), "another text is verified in full");
+        // Another key's token with the same claims is refused too.
+        let other = Key::generate().sign(Uuid::new_v4(), now_secs() + 900);
+        assert!(verifier.verify(&other).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_it_expires() {
+        let key = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &key.jwks).expect("a verifier");
+        // Expired 4 s ago: still within the 5 s leeway, for about one second more.
+        let exp = now_secs() - 4;
+        let token = key.sign(Uuid::new_v4(), exp);
+        verifier.verify(&token).await.expect("valid within the leeway");
+        assert!(verifier.remembered(&token).is_some());
+        while now_secs() <= exp + LEEWAY_SECS as i64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(verifier.remembered(&token).is_none(), "an expired token is not remembered");
+        assert!(verifier.verify(&token).await.is_err(), "an expired token is refused");
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_of_a_dropped_key_is_refused() {
+        let old = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &old.jwks).expect("a verifier");
+        let token = old.sign(Uuid::new_v4(), now_secs() + 900);
+        verifier.verify(&token).await.expect("valid");
+        let new = Key::generate();
+        verifier.set_keys(&new.jwks).expect("new keys");
+        assert!(verifier.verify(&token).await.is_err(), "the old key is no longer trusted");
+        assert!(verifier.verify(&new.sign(Uuid::new_v4(), now_secs() + 900)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_is_verified_in_full_again_after_the_ttl() {
+        let key = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &key.jwks).expect("a verifier");
+        let token = key.sign(Uuid::new_v4(), now_secs() + 900);
+        verifier.verify(&token).await.expect("valid");
+        assert!(verifier.remembered(&token).is_some());
+        if let Ok(mut verified) = verifier.0.verified.lock() {
+            verified.values_mut().for_each(|entry| entry.until = Instant::now());
+        }
+        assert!(verifier.remembered(&token).is_none(), "past the TTL it is not taken on its word");
+        verifier.verify(&token).await.expect("verified in full, still valid");
+        assert!(verifier.remembered(&token).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_memory_of_tokens_is_bounded() {
+        let key = Key::generate();
+        let verifier = TokenVerifier::with_keys(ISSUER, &key.jwks).expect("a verifier");
+        let caller = Caller { user_id: Uuid::new_v4(), role: Role::Customer, token_id: "t".into() };
+        for n in 0..VERIFIED_TOKENS + 10 {
+            verifier.remember(&format!("token-{n}"), &caller, key.kid.clone(), now_secs() + 60);
+        }
+        assert!(remembered(&verifier) <= VERIFIED_TOKENS);
     }
 }

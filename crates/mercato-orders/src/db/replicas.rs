@@ -4,7 +4,7 @@
 //! made, to the millisecond and by a counter within it), so an older event that arrives late
 //! changes nothing. A user's deletion is final: no later event brings the account back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mercato_store::Database;
 use mercato_store::sqlx::{self, AnyConnection};
@@ -145,6 +145,46 @@ pub async fn apply_product(
         // A deletion of a product never seen: nothing to show for it.
         (None, None) => Ok(()),
     }
+}
+
+/// What a placement needs from the replicas, read with one statement: which of `user_ids` are
+/// known to be deleted, and the names of `product_ids` (those the replica has seen).
+pub async fn deleted_and_names(
+    db: &Database,
+    conn: &mut AnyConnection,
+    user_ids: &[Uuid],
+    product_ids: &[Uuid],
+) -> Result<(HashSet<Uuid>, HashMap<Uuid, String>), sqlx::Error> {
+    let placeholders = |from: usize, count: usize| -> String {
+        (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    };
+    let mut parts = vec![format!(
+        "SELECT 'u' AS kind, user_id AS id, '' AS name FROM known_users \
+         WHERE user_id IN ({}) AND deleted <> 0",
+        placeholders(1, user_ids.len())
+    )];
+    if !product_ids.is_empty() {
+        parts.push(format!(
+            "SELECT 'p' AS kind, product_id AS id, name FROM catalog WHERE product_id IN ({})",
+            placeholders(user_ids.len() + 1, product_ids.len())
+        ));
+    }
+    let mut query =
+        sqlx::query_as::<_, (String, String, String)>(db.sql_owned(parts.join(" UNION ALL ")));
+    for id in user_ids.iter().chain(product_ids) {
+        query = query.bind(id.to_string());
+    }
+    let mut deleted = HashSet::new();
+    let mut names = HashMap::new();
+    for (kind, id, name) in query.fetch_all(conn).await? {
+        let Ok(id) = Uuid::parse_str(&id) else { continue };
+        if kind == "u" {
+            deleted.insert(id);
+        } else {
+            names.insert(id, name);
+        }
+    }
+    Ok((deleted, names))
 }
 
 /// The replica's names of `product_ids` (those it has seen).

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::http::Signed;
 use crate::http::orders::{self, OrderResponse, PlaceOrderRequest};
+use crate::http::{Signed, SignedLater, deleted_first};
 
 /// Fields the old clients set that the server decides.
 const IGNORED: [&str; 4] = ["totalPrice", "orderDate", "status", "id"];
@@ -49,15 +49,19 @@ fn normalize(mut body: Map<String, Value>) -> Map<String, Value> {
 pub async fn create(
     State(state): State<AppState>,
     trace: TraceContext,
-    Signed(caller): Signed,
+    SignedLater(caller): SignedLater,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Result<Json<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::invalid_field("body", "must be a JSON object"));
-    };
-    let request = normalize(body);
-    let placement = orders::placement(&caller, &request)?;
+    let validated = body.and_then(|Json(body)| {
+        let Value::Object(body) = body else {
+            return Err(ApiError::invalid_field("body", "must be a JSON object"));
+        };
+        let request = normalize(body);
+        let placement = orders::placement(&caller, &request)?;
+        Ok((request, placement))
+    });
+    let (request, placement) = deleted_first(&state, &caller, validated).await?;
     orders::place(&state, trace, &caller, &headers, Value::Object(request), placement).await
 }
 

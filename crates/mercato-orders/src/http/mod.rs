@@ -59,10 +59,46 @@ impl FromRequestParts<AppState> for Signed {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let mut conn = state.db.pool().acquire().await?;
-        if replicas::is_deleted(&state.db, &mut conn, caller.user_id).await? {
-            return Err(ApiError::invalid_token("the account of this token was deleted"));
-        }
+        refuse_if_deleted(state, &caller).await?;
         Ok(Self(caller))
     }
+}
+
+/// A caller with a valid token whose account is checked against the replica of deleted users
+/// later, by the handler: placement folds the check into the one query it makes of the replicas
+/// anyway, saving a round trip per order. Each refusal before that point must call
+/// [`refuse_if_deleted`] first, so a deleted account's token is still refused with `401`.
+#[derive(Debug, Clone)]
+pub struct SignedLater(pub Caller);
+
+impl FromRequestParts<AppState> for SignedLater {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::from_request_parts(parts, state).await.map(Self)
+    }
+}
+
+/// `401` when the caller's account is known to be deleted.
+pub async fn refuse_if_deleted(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    if replicas::is_deleted(&state.db, &mut conn, caller.user_id).await? {
+        return Err(ApiError::invalid_token("the account of this token was deleted"));
+    }
+    Ok(())
+}
+
+/// `result`, but a refusal of a deleted account's request is the token's `401`.
+pub async fn deleted_first<T>(
+    state: &AppState,
+    caller: &Caller,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if result.is_err() {
+        refuse_if_deleted(state, caller).await?;
+    }
+    result
 }

@@ -29,8 +29,8 @@ use crate::db::idempotency::{self, Stored};
 use crate::db::orders::{self, Filter};
 use crate::db::replicas;
 use crate::fields;
-use crate::http::Signed;
 use crate::http::preferences;
+use crate::http::{Signed, SignedLater, deleted_first, refuse_if_deleted};
 use crate::order::{Address, Order, Refusal, Status, UpdateRejection};
 
 /// One line of an order as clients see it.
@@ -85,7 +85,12 @@ pub(crate) async fn present(
         .into_iter()
         .collect();
     let names = replicas::names(&state.db, conn, &unnamed).await?;
-    Ok(orders
+    Ok(views(orders, &names))
+}
+
+/// Client views of `orders`, naming unpriced lines from `names`.
+fn views(orders: Vec<Order>, names: &HashMap<Uuid, String>) -> Vec<OrderResponse> {
+    orders
         .into_iter()
         .map(|order| OrderResponse {
             id: order.id,
@@ -110,7 +115,7 @@ pub(crate) async fn present(
             created_at: order.created_at,
             updated_at: order.updated_at,
         })
-        .collect())
+        .collect()
 }
 
 async fn present_one(state: &AppState, order: Order) -> Result<OrderResponse, ApiError> {
@@ -387,16 +392,21 @@ pub(crate) fn placement(
 pub async fn place_order(
     State(state): State<AppState>,
     trace: TraceContext,
-    Signed(caller): Signed,
+    SignedLater(caller): SignedLater,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Result<Json<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let request = body_object(body)?;
-    let placement = placement(&caller, &request)?;
+    let validated = body.and_then(|Json(body)| {
+        let request = body_object(body)?;
+        let placement = placement(&caller, &request)?;
+        Ok((request, placement))
+    });
+    let (request, placement) = deleted_first(&state, &caller, validated).await?;
     place(&state, trace, &caller, &headers, Value::Object(request), placement).await
 }
 
-/// Places a validated order; shared with `POST /api/create`.
+/// Places a validated order for a caller whose account is not checked yet ([`SignedLater`]);
+/// shared with `POST /api/create`.
 pub(crate) async fn place(
     state: &AppState,
     trace: TraceContext,
@@ -405,19 +415,16 @@ pub(crate) async fn place(
     request: Value,
     placement: Placement,
 ) -> Result<Response, ApiError> {
-    let idempotency = Idempotency::from_headers(headers, "place", &request)?;
-    if let Some(idempotency) = &idempotency
-        && let Some(earlier) = idempotency.earlier(state, caller.user_id).await?
-    {
-        return Ok(earlier);
-    }
-    let wait = preferences::wait(headers);
-    if placement.user_id != caller.user_id {
-        let mut conn = state.db.pool().acquire().await?;
-        if replicas::is_deleted(&state.db, &mut conn, placement.user_id).await? {
-            return Err(ApiError::invalid_field("userId", "names a deleted account"));
+    let idempotency =
+        deleted_first(state, caller, Idempotency::from_headers(headers, "place", &request)).await?;
+    if let Some(idempotency) = &idempotency {
+        // A stored answer is never replayed to a deleted account.
+        refuse_if_deleted(state, caller).await?;
+        if let Some(earlier) = idempotency.earlier(state, caller.user_id).await? {
+            return Ok(earlier);
         }
     }
+    let wait = preferences::wait(headers);
     let now = Timestamp::now();
     let order = Order::place(
         placement.user_id,
@@ -427,7 +434,18 @@ pub(crate) async fn place(
         now,
     );
     let mut tx = state.db.begin().await?;
-    let view = present(state, &mut tx, vec![order.clone()]).await?.pop().ok_or_else(not_found)?;
+    // One read of the replicas: is either account deleted, and the products' names.
+    let products: Vec<Uuid> = order.items.iter().map(|line| line.product_id).collect();
+    let users = [caller.user_id, order.user_id];
+    let (deleted, names) =
+        replicas::deleted_and_names(&state.db, &mut tx, &users, &products).await?;
+    if deleted.contains(&caller.user_id) {
+        return Err(ApiError::invalid_token("the account of this token was deleted"));
+    }
+    if deleted.contains(&order.user_id) {
+        return Err(ApiError::invalid_field("userId", "names a deleted account"));
+    }
+    let view = views(vec![order.clone()], &names).pop().ok_or_else(not_found)?;
     orders::insert(&state.db, &mut tx, &order).await?;
     let event = OrderPlaced {
         order_id: order.id,

@@ -3,7 +3,7 @@
 //! deleted user's tokens are refused on every route and their open orders cancelled once, and a
 //! replica that lags never refuses anyone.
 
-use mercato_contracts::{Envelope, OrderCancelled, OrderConfirmed};
+use mercato_contracts::{Envelope, OrderCancelled, OrderConfirmed, OrderPlaced};
 use mercato_platform::auth::Role;
 use mercato_testkit::{backend_tests, wait_until};
 use reqwest::{Method, StatusCode};
@@ -254,8 +254,27 @@ backend_tests! {
         assert_eq!(for_erin["userId"], erin.to_string());
 
         // The deletion of a user it has never seen is final too, and cancels their orders.
+        let keyed = json!({"items": [{"productId": product, "quantity": 3}]});
+        let first = app.send_as(&carol, Method::POST, "/api/orders", Some(&keyed), &[("idempotency-key", "carol-1")]).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
         replicated(&app, &user_deleted(carol.id)).await;
         problem(app.get("/api/orders", Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        // Placement checks the account inside its transaction; every way in is still a 401,
+        // whatever else is wrong with the request, and nothing is placed or replayed.
+        let orders_before = app.outbox_events::<OrderPlaced>().await.len();
+        let good = json!({"items": [{"productId": product, "quantity": 1}]});
+        problem(app.post_json("/api/orders", &good, Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        problem(app.post_json("/api/orders", &json!({"items": []}), Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        problem(app.post_json("/api/create", &good, Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        problem(app.post_json("/api/create", &json!([1]), Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        let replay = app.send_as(&carol, Method::POST, "/api/orders", Some(&keyed), &[("idempotency-key", "carol-1")]).await;
+        problem(replay, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        let bad_key = app.send_as(&carol, Method::POST, "/api/orders", Some(&good), &[("idempotency-key", "")]).await;
+        problem(bad_key, StatusCode::UNAUTHORIZED, "invalid_token").await;
+        // An admin may not place for the deleted account.
+        let for_carol = json!({"items": [{"productId": product, "quantity": 1}], "userId": carol.id});
+        problem(app.post_json("/api/orders", &for_carol, Some(&app.admin.token)).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(app.outbox_events::<OrderPlaced>().await.len(), orders_before, "nothing was placed");
         assert_eq!(app.order(&app.admin, id_of(&placed)).await["status"], "cancelled");
         replicated(&app, &user_created(carol.id, "customer")).await;
         problem(app.get("/api/orders", Some(&carol.token)).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
