@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
+# Orders take one product from each third of the catalog, like pgbench's order transaction
+# (300 rows); PRODUCT_COUNT=3 makes every order name the same three (all on three hot rows).
+PRODUCT_COUNT=${PRODUCT_COUNT:-300}
 PG_URL=${MERCATO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 NATS_URL=${MERCATO_TEST_NATS_URL:-nats://127.0.0.1:4222}
 # BIN=path/to/mercato uses that build as it is; by default the release build is made first.
@@ -56,10 +59,11 @@ run_scenarios() {
     -d '{"name":"Bench Customer","email":"bench-customer@example.com","password":"bench-customer-password"}' >/dev/null
   customer=$(curl -sf -X POST "$users/api/auth/login" -H 'content-type: application/json' \
     -d '{"email":"bench-customer@example.com","password":"bench-customer-password"}' | json_field token)
-  for i in 1 2 3; do
+  # As many products as pgbench's baseline has rows (bench/order-transaction-setup.sql).
+  for i in $(seq 1 "$PRODUCT_COUNT"); do
     ids+=("$(curl -sf -X POST "$products/api/products" -H "authorization: Bearer $admin" \
       -H 'content-type: application/json' \
-      -d "{\"name\":\"Bench product $i\",\"price\":\"$i.25\",\"stock\":1000000000}" | json_field id)")
+      -d "{\"name\":\"Bench product $i\",\"price\":\"$(( i % 50 + 1 )).25\",\"stock\":1000000000}" | json_field id)")
   done
   export TOKEN=$customer PRODUCTS
   PRODUCTS=$(IFS=,; echo "${ids[*]}")
