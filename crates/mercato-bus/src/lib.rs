@@ -1,10 +1,11 @@
 //! Mercato's event backbone: how a state change becomes an event that every interested service
 //! applies exactly once, whatever fails in between (DESIGN.md promises 1, 2 and 5).
 //!
-//! - [`outbox`]: [`Outbox::write`] puts an event in the service's own database in the caller's
-//!   transaction; the [`Relay`] publishes those rows with many acks in flight, retries with
-//!   backoff while the bus is down, and marks exactly what was acknowledged. [`MIGRATIONS`] are the
-//!   `outbox` and `inbox` tables every service adds to its database.
+//! - [`outbox`]: [`Outbox::write`] (or [`Outbox::write_all`], several in one statement) puts an
+//!   event in the service's own database in the caller's transaction; the [`Relay`] publishes
+//!   those rows with many acks in flight, retries with backoff while the bus is down, and marks
+//!   exactly what was acknowledged. [`MIGRATIONS`] are the `outbox` and `inbox` tables every
+//!   service adds to its database.
 //! - [`consumer`]: [`Consumer`] runs a durable consumer: inbox row and effect in one transaction,
 //!   ack after commit, retries with backoff, dead letters after `max_attempts`. Handlers must cope
 //!   with events of one aggregate in any order (the module docs say how the saga does).
@@ -33,4 +34,4 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 
 pub use bus::{BusError, EventBus};
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError};
-pub use outbox::{MIGRATIONS, Outbox, Relay, RelaySettings};
+pub use outbox::{MIGRATIONS, Outbox, OutboxEvent, Relay, RelaySettings};

@@ -6,11 +6,12 @@
 //! - A placement or item change moves what the order holds to exactly the new lines, all or
 //!   nothing. The products involved are locked in id order (`SELECT ... FOR UPDATE ORDER BY
 //!   id`), so concurrent orders over overlapping products queue instead of deadlocking; the
-//!   decision is made under those locks, and every stock change is still a conditional update
-//!   (`stock + delta >= 0`). Success writes the lines and emits `inventory.reserved` (with the
-//!   authoritative unit prices and names) and one `inventory.updated` per product whose stock
-//!   moved. Failure changes no stock and emits `inventory.rejected` naming the reason and product;
-//!   a refused item change keeps the previous reservation.
+//!   decision is made under those locks, and the stock changes are still guarded: one
+//!   conditional update moves them all or none (`stock + delta >= 0` for each). Success writes the
+//!   lines and emits one `inventory.updated` per product whose stock moved and then
+//!   `inventory.reserved` (with the authoritative unit prices and names), in one outbox insert.
+//!   Failure changes no stock and emits `inventory.rejected` naming the reason and product; a
+//!   refused item change keeps the previous reservation.
 //! - A cancel gives back exactly what the order holds, emits `inventory.released` (with no items
 //!   when it held none) and marks the order cancelled for good: a placement or change that arrives
 //!   after it (a cancel that overtook its placement) reserves nothing.
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use mercato_bus::Outbox;
 use mercato_bus::consumer::{Handler, HandlerError};
+use mercato_bus::outbox::OutboxEvent;
 use mercato_contracts::{
     Envelope, Event, InventoryChangeReason, InventoryRejected, InventoryReleased,
     InventoryReserved, InventoryUpdated, MAX_LINE_QUANTITY, MAX_ORDER_LINES, OrderCancelled,
@@ -234,6 +236,11 @@ impl Reservations {
             return Ok(Outcome::Rejected { reason, product_id: Some(product_id) });
         }
 
+        // Every stock move in one statement and every event in one insert, in the order they
+        // were written one by one before: one `inventory.updated` per product in id order, then
+        // `inventory.reserved`.
+        let mut deltas = BTreeMap::new();
+        let mut events = Vec::with_capacity(involved.len() + 1);
         for product_id in &involved {
             let taken = wanted.get(product_id).copied().unwrap_or(0)
                 - held.get(product_id).copied().unwrap_or(0);
@@ -244,11 +251,7 @@ impl Reservations {
                 // Held units of a product that no longer exists: nothing to give back to.
                 continue;
             };
-            if !products::add_stock(db, conn, *product_id, -taken, now).await? {
-                return Err(HandlerError::Retry(anyhow::anyhow!(
-                    "the stock of {product_id} moved while it was locked"
-                )));
-            }
+            deltas.insert(*product_id, -taken);
             let event = InventoryUpdated {
                 product_id: *product_id,
                 stock: product.stock - taken,
@@ -259,7 +262,13 @@ impl Reservations {
                     InventoryChangeReason::Release
                 },
             };
-            self.outbox.write(conn, event, now.millis(), trace.clone()).await?;
+            events.push(OutboxEvent::new(event, now.millis(), trace.clone())?);
+        }
+        if !products::add_stock_many(db, conn, &deltas, now).await? {
+            return Err(HandlerError::Retry(anyhow::anyhow!(
+                "the stock of {:?} moved while it was locked",
+                deltas.keys().collect::<Vec<_>>()
+            )));
         }
         if !held.is_empty() {
             holds::delete_lines(db, conn, order_id).await?;
@@ -287,7 +296,8 @@ impl Reservations {
             })
             .collect();
         let event = InventoryReserved { order_id, order_version: version, items: priced };
-        self.outbox.write(conn, event, now.millis(), trace).await?;
+        events.push(OutboxEvent::new(event, now.millis(), trace)?);
+        self.outbox.write_all(conn, events).await?;
         Ok(Outcome::Reserved)
     }
 
@@ -312,14 +322,14 @@ impl Reservations {
             .into_iter()
             .map(|product| (product.id, product))
             .collect();
+        // As in `reserve`: one statement for the stocks, one insert for the events, in the
+        // order they were written one by one before.
         let mut units = 0;
+        let mut deltas = BTreeMap::new();
+        let mut events = Vec::with_capacity(held.len() + 1);
         for (product_id, quantity) in &held {
             let Some(product) = locked.get(product_id) else { continue };
-            if !products::add_stock(db, conn, *product_id, *quantity, now).await? {
-                return Err(HandlerError::Retry(anyhow::anyhow!(
-                    "the stock of {product_id} could not take back {quantity} units"
-                )));
-            }
+            deltas.insert(*product_id, *quantity);
             units += quantity;
             let event = InventoryUpdated {
                 product_id: *product_id,
@@ -327,7 +337,13 @@ impl Reservations {
                 delta: *quantity,
                 reason: InventoryChangeReason::Release,
             };
-            self.outbox.write(conn, event, now.millis(), trace.clone()).await?;
+            events.push(OutboxEvent::new(event, now.millis(), trace.clone())?);
+        }
+        if !products::add_stock_many(db, conn, &deltas, now).await? {
+            return Err(HandlerError::Retry(anyhow::anyhow!(
+                "the stocks of {:?} could not take back the units of order {order_id}",
+                deltas.keys().collect::<Vec<_>>()
+            )));
         }
         if !held.is_empty() {
             holds::delete_lines(db, conn, order_id).await?;
@@ -346,7 +362,8 @@ impl Reservations {
             .into_iter()
             .map(|(product_id, quantity)| OrderLine { product_id, quantity })
             .collect();
-        self.outbox.write(conn, InventoryReleased { order_id, items }, now.millis(), trace).await?;
+        events.push(OutboxEvent::new(InventoryReleased { order_id, items }, now.millis(), trace)?);
+        self.outbox.write_all(conn, events).await?;
         Ok(Outcome::Released { units })
     }
 }

@@ -126,3 +126,100 @@ drill! {
         bed.shutdown().await;
     } on [embedded_sqlite, jetstream_sqlite]
 }
+
+/// The other side of order: events a service records together with `Outbox::write_all` (of
+/// several types, and more than one insert statement's worth) get sequences in the order given,
+/// so the relay publishes them in that order, on every database backend.
+mod events_written_together_are_stored_and_published_in_the_order_given {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use mercato_bus::bus::ConsumerSpec;
+    use mercato_bus::outbox::{OutboxEvent, ROWS_PER_INSERT};
+    use mercato_contracts::{Event, UserCreated};
+    use mercato_store::Backend;
+
+    use super::*;
+    use crate::harness::{BusChoice, now_millis, user_created};
+
+    async fn run(backend: Backend) {
+        let Some(mut bed) = TestBed::start(BusChoice::Embedded, backend, Broker::Shared).await
+        else {
+            return;
+        };
+        let order = Uuid::now_v7();
+        let count = 2 * ROWS_PER_INSERT + 5;
+        let now = now_millis();
+        let events: Vec<OutboxEvent> = (0..count)
+            .map(|i| match i % 3 {
+                2 => OutboxEvent::new(update(order, Uuid::nil(), i as i64), now, None),
+                _ => OutboxEvent::new(user_created(), now, None),
+            })
+            .collect::<Result<_, _>>()
+            .expect("the events serialize");
+        let given: Vec<String> = events.iter().map(|event| event.id().to_owned()).collect();
+        let subject = |i: usize| match i % 3 {
+            2 => format!("{}.{}.{}", bed.prefix, OrderUpdated::AGGREGATE, OrderUpdated::ACTION),
+            _ => format!("{}.{}.{}", bed.prefix, UserCreated::AGGREGATE, UserCreated::ACTION),
+        };
+
+        let mut tx = bed.db.begin().await.expect("a transaction");
+        let ids = bed.outbox.write_all(&mut tx, events).await.expect("the outbox rows");
+        tx.commit().await.expect("the commit");
+        bed.outbox.notify();
+        assert_eq!(ids, given, "the ids come back in the order given");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), count, "every event has its own id");
+
+        let stored = bed.unpublished_messages().await;
+        let stored_ids: Vec<&str> =
+            stored.iter().map(|message| message.event_id.as_str()).collect();
+        assert_eq!(stored_ids, ids, "sequence order is the order given");
+        for (i, message) in stored.iter().enumerate() {
+            assert_eq!(message.subject, subject(i), "the subject of event {i}");
+            let envelope = Envelope::parse(&message.payload).expect("an envelope");
+            assert_eq!(envelope.id, message.event_id, "the payload of event {i} is its own");
+        }
+
+        bed.start_relay();
+        bed.wait_until_backlog_is(0, SETTLE).await;
+        let mut subscription = bed
+            .bus
+            .subscribe(ConsumerSpec {
+                durable_name: "order-check".to_owned(),
+                filter_subjects: vec![format!("{}.>", bed.prefix)],
+                ack_wait: Duration::from_secs(30),
+            })
+            .await
+            .expect("a durable consumer");
+        let mut published = Vec::with_capacity(count);
+        let deadline = Instant::now() + SETTLE;
+        while published.len() < count && Instant::now() < deadline {
+            let batch = subscription
+                .fetch(count - published.len(), Duration::from_secs(1))
+                .await
+                .expect("a fetch");
+            published.extend(
+                batch
+                    .iter()
+                    .map(|delivery| Envelope::parse(&delivery.payload).expect("an envelope").id),
+            );
+        }
+        assert_eq!(published, ids, "the relay publishes them in the order given");
+        bed.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        run(Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        run(Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql() {
+        run(Backend::MySql).await
+    }
+}

@@ -1,5 +1,7 @@
 //! The `products` table.
 
+use std::collections::BTreeMap;
+
 use mercato_platform::money::Money;
 use mercato_platform::time::Timestamp;
 use mercato_store::sqlx::{self, AnyConnection, FromRow};
@@ -173,7 +175,8 @@ pub async fn find_many(
 }
 
 /// Writes the descriptive columns, `active`, version and timestamp of `product` (the caller
-/// applied the change to a row it locked). Stock moves only through [`add_stock`].
+/// applied the change to a row it locked). Stock moves only through [`add_stock`] and
+/// [`add_stock_many`].
 #[tracing::instrument(skip_all, fields(product_id = %product.id))]
 pub async fn update_details(
     db: &Database,
@@ -222,6 +225,92 @@ pub async fn add_stock(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Moves the stock of every product in `deltas` by its delta in one statement, bumping each
+/// version, only if every one of them exists and stays at or above zero; `false` (and nothing
+/// changed) when one would not. The reservation handler's way to move the stocks of an order's
+/// products: one round trip instead of one per product.
+///
+/// Two guards. A subquery counts the products that would stay at or above zero and lets the
+/// update through only when that is all of them, so a refusal changes nothing (a per-row
+/// condition alone would move the others and leave the caller to roll back). It is evaluated
+/// once per statement, on PostgreSQL against the statement's snapshot, so it is exact for rows
+/// the caller has locked (`find_many(.., true)`, as the reservation handler does); the per-row
+/// `stock + delta >= 0`, which PostgreSQL re-checks on a row changed concurrently, keeps any
+/// stock from going below zero even for rows that are not. The subquery reads a derived table
+/// because MySQL refuses a subquery over the table being updated (error 1093) unless it is
+/// materialised that way; MariaDB, PostgreSQL and SQLite take either form.
+#[tracing::instrument(skip_all, fields(products = deltas.len()))]
+pub async fn add_stock_many(
+    db: &Database,
+    conn: &mut AnyConnection,
+    deltas: &BTreeMap<Uuid, i64>,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(true);
+    }
+    // `$N` placeholders must appear once each, in increasing order (the MySQL rewrite binds by
+    // position), so the CASE and the id list are repeated with numbers of their own and bound
+    // again, in the order they appear.
+    let n = deltas.len();
+    let case = |first: usize| {
+        let arms: String = (0..n)
+            .map(|i| format!(" WHEN ${} THEN ${}", first + 2 * i, first + 2 * i + 1))
+            .collect();
+        format!("CASE id{arms} END")
+    };
+    let list =
+        |first: usize| (first..first + n).map(|k| format!("${k}")).collect::<Vec<_>>().join(", ");
+    // On MariaDB both reads of `products` are pinned to the primary key. The optimizer may
+    // scan the whole table instead (it did over the few rows of the tests), and an UPDATE that
+    // reads its own table in a subquery waits on every row it scans, unlike a plain UPDATE,
+    // which passes over rows that others locked and it does not match: it would wait on rows
+    // other reservations locked while they wait on ours, a deadlock. On the key it reads only
+    // the rows named, which the caller has locked already.
+    let table = match db.backend() {
+        Backend::MySql => "products FORCE INDEX (PRIMARY)",
+        Backend::Sqlite | Backend::Postgres => "products",
+    };
+    let text = format!(
+        "UPDATE {table} SET stock = stock + {}, version = version + 1, updated_at = ${} \
+         WHERE id IN ({}) AND stock + {} >= 0 \
+         AND (SELECT COUNT(*) FROM (SELECT id FROM {table} \
+         WHERE id IN ({}) AND stock + {} >= 0) AS fitting) = ${}",
+        case(1),
+        2 * n + 1,
+        list(2 * n + 2),
+        case(3 * n + 2),
+        list(5 * n + 2),
+        case(6 * n + 2),
+        8 * n + 2,
+    );
+    let ids: Vec<String> = deltas.keys().map(Uuid::to_string).collect();
+    let arms: Vec<(&str, i64)> =
+        ids.iter().map(String::as_str).zip(deltas.values().copied()).collect();
+    let mut update = sqlx::query(db.sql_owned(text));
+    for (id, delta) in &arms {
+        update = update.bind(*id).bind(*delta);
+    }
+    update = update.bind(now.millis());
+    for id in &ids {
+        update = update.bind(id.as_str());
+    }
+    for (id, delta) in &arms {
+        update = update.bind(*id).bind(*delta);
+    }
+    for id in &ids {
+        update = update.bind(id.as_str());
+    }
+    for (id, delta) in &arms {
+        update = update.bind(*id).bind(*delta);
+    }
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let done = update.bind(count).execute(conn).await?;
+    // Every row matched also changes (its version moves), so MySQL's count of changed rows
+    // equals the count of matched rows the other backends report.
+    Ok(done.rows_affected() == n as u64)
 }
 
 /// What a list may be narrowed by.

@@ -258,3 +258,138 @@ backend_tests! {
         }
     }
 }
+
+/// Moves the stocks with `products::add_stock_many` in a committed transaction of its own.
+async fn move_stocks(app: &TestApp, deltas: &[(Uuid, i64)]) -> bool {
+    let deltas: BTreeMap<Uuid, i64> = deltas.iter().copied().collect();
+    let mut tx = app.database.begin().await.expect("a transaction");
+    let moved = mercato_products::db::products::add_stock_many(
+        &app.database,
+        &mut tx,
+        &deltas,
+        mercato_platform::time::Timestamp::now(),
+    )
+    .await
+    .expect("the update runs");
+    tx.commit().await.expect("the commit");
+    moved
+}
+
+async fn stocks_and_versions(app: &TestApp, products: &[Uuid]) -> Vec<(i64, i64)> {
+    let mut found = Vec::new();
+    for product in products {
+        let version = app.product(*product).await["version"].as_i64().expect("a version");
+        found.push((app.stock(*product).await, version));
+    }
+    found
+}
+
+/// The last `count` outbox rows, oldest first, as (subject, data).
+async fn last_outbox_rows(app: &TestApp, count: usize) -> Vec<(String, serde_json::Value)> {
+    let rows: Vec<(String, String)> = mercato_store::sqlx::query_as(
+        app.database.sql("SELECT subject, payload FROM outbox ORDER BY sequence"),
+    )
+    .fetch_all(app.database.pool())
+    .await
+    .expect("the outbox is readable");
+    rows[rows.len().saturating_sub(count)..]
+        .iter()
+        .map(|(subject, payload)| {
+            let envelope: serde_json::Value = serde_json::from_str(payload).expect("an envelope");
+            (subject.clone(), envelope["data"].clone())
+        })
+        .collect()
+}
+
+fn stock_change(
+    product: Uuid,
+    stock: i64,
+    delta: i64,
+    reason: &str,
+) -> (String, serde_json::Value) {
+    let data = json!({"productId": product, "stock": stock, "delta": delta, "reason": reason});
+    ("inventory.updated".to_owned(), data)
+}
+
+backend_tests! {
+    async fn moving_several_stocks_at_once_changes_exactly_those_products(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 10).await;
+        let b = app.product_with_stock("B", 5).await;
+        let c = app.product_with_stock("C", 7).await;
+        let untouched = app.product_with_stock("Untouched", 4).await;
+
+        assert!(move_stocks(&app, &[(a, -3), (b, 2), (c, -7)]).await);
+        assert_eq!(
+            stocks_and_versions(&app, &[a, b, c, untouched]).await,
+            [(7, 2), (7, 2), (0, 2), (4, 1)],
+            "(stock, version) of each product"
+        );
+    }
+
+    async fn moving_several_stocks_at_once_refuses_them_all_when_one_would_go_below_zero(db) {
+        let app = spawn_app(db).await;
+        let a = app.product_with_stock("A", 10).await;
+        let b = app.product_with_stock("B", 5).await;
+        let c = app.product_with_stock("C", 7).await;
+
+        assert!(!move_stocks(&app, &[(a, -3), (b, -6), (c, 1)]).await, "B would go below zero");
+        assert_eq!(stocks_and_versions(&app, &[a, b, c]).await, [(10, 1), (5, 1), (7, 1)]);
+        assert!(!move_stocks(&app, &[(a, -1), (Uuid::now_v7(), 1)]).await, "an unknown product");
+        assert_eq!(stocks_and_versions(&app, &[a, b, c]).await, [(10, 1), (5, 1), (7, 1)]);
+
+        assert!(move_stocks(&app, &[(a, -10), (b, -5)]).await, "down to zero is allowed");
+        assert_eq!(stocks_and_versions(&app, &[a, b, c]).await, [(0, 2), (0, 2), (7, 1)]);
+    }
+
+    async fn a_reservation_records_its_stock_changes_in_product_order_then_its_answer(db) {
+        let app = spawn_app(db).await;
+        // Created in this order, so their UUIDv7 ids (the lock order) are in this order too.
+        let a = app.product_with_stock("A", 10).await;
+        let b = app.product_with_stock("B", 10).await;
+        let c = app.product_with_stock("C", 10).await;
+        let order = Uuid::now_v7();
+
+        let placement = placed(order, 1, &[(c, 1), (a, 2), (b, 1)]);
+        assert_eq!(applied(&app, &placement).await, Outcome::Reserved);
+        let rows = last_outbox_rows(&app, 4).await;
+        assert_eq!(
+            rows[..3],
+            [
+                stock_change(a, 8, -2, "reservation"),
+                stock_change(b, 9, -1, "reservation"),
+                stock_change(c, 9, -1, "reservation"),
+            ]
+        );
+        assert_eq!(rows[3].0, "inventory.reserved");
+        assert_eq!(rows[3].1["orderVersion"], 1);
+
+        // Gives back some, takes more of another, in the same statement.
+        let change = updated(order, 2, &[(a, 1), (b, 3)]);
+        assert_eq!(applied(&app, &change).await, Outcome::Reserved);
+        let rows = last_outbox_rows(&app, 4).await;
+        assert_eq!(
+            rows[..3],
+            [
+                stock_change(a, 9, 1, "release"),
+                stock_change(b, 7, -2, "reservation"),
+                stock_change(c, 10, 1, "release"),
+            ]
+        );
+        assert_eq!(rows[3].0, "inventory.reserved");
+        assert_eq!(rows[3].1["orderVersion"], 2);
+
+        assert_eq!(applied(&app, &cancelled(order, 3)).await, Outcome::Released { units: 4 });
+        let rows = last_outbox_rows(&app, 3).await;
+        assert_eq!(
+            rows[..2],
+            [stock_change(a, 10, 1, "release"), stock_change(b, 10, 3, "release")]
+        );
+        assert_eq!(rows[2].0, "inventory.released");
+        assert_eq!(
+            rows[2].1["items"],
+            json!([{"productId": a, "quantity": 1}, {"productId": b, "quantity": 3}])
+        );
+        assert_eq!(stocks_and_versions(&app, &[a, b, c]).await, [(10, 4), (10, 4), (10, 3)]);
+    }
+}
