@@ -7,10 +7,13 @@
 //!   [`clients`]: typed calls of their REST routes; [`errors`]: their problems as GraphQL errors.
 //! - [`schema`]: the schema (`schema.graphql`), resolvers and batching loaders.
 //! - [`limits`]: depth, complexity and alias guards, run before anything executes.
+//! - [`documents`]: parsed documents and validation results remembered across requests, so the
+//!   same text is not parsed and validated again on every request.
 //! - [`hub`]: the bus tail that feeds subscriptions; [`ws`]: the WebSocket protocols.
 //! - [`http`]: GraphQL over HTTP; [`forward`]: REST forwarding; [`graphiql`]: the browser page.
 
 pub mod clients;
+pub mod documents;
 pub mod errors;
 pub mod forward;
 pub mod graphiql;
@@ -29,6 +32,7 @@ use mercato_platform::rate_limit::FixedWindow;
 use serde::Deserialize;
 
 use crate::clients::{Credentials, Services};
+use crate::documents::Documents;
 use crate::hub::EventHub;
 use crate::limits::Limits;
 use crate::schema::GatewaySchema;
@@ -60,6 +64,8 @@ pub struct Gateway {
     services: Services,
     verifier: TokenVerifier,
     hub: EventHub,
+    /// Its schema's remembered documents (the schema holds them too).
+    documents: Arc<Documents>,
     config: Arc<GatewayConfig>,
     limiter: Option<Arc<FixedWindow<String>>>,
 }
@@ -79,7 +85,13 @@ impl Gateway {
         config: GatewayConfig,
     ) -> Self {
         let hub = EventHub::new();
-        let schema = schema::build(hub.clone(), config.limits.clone(), config.introspection);
+        let documents = Arc::new(Documents::default());
+        let schema = schema::build(
+            hub.clone(),
+            config.limits.clone(),
+            config.introspection,
+            documents.clone(),
+        );
         let limiter = (config.rate_limit_per_minute > 0).then(|| {
             Arc::new(FixedWindow::new(config.rate_limit_per_minute, Duration::from_secs(60)))
         });
@@ -88,6 +100,7 @@ impl Gateway {
             services: Services::new(upstream),
             verifier,
             hub,
+            documents,
             config: Arc::new(config),
             limiter,
         }
@@ -99,6 +112,11 @@ impl Gateway {
 
     pub fn schema(&self) -> &GatewaySchema {
         &self.schema
+    }
+
+    /// The parsed documents and validation results its schema remembers.
+    pub fn documents(&self) -> &Documents {
+        &self.documents
     }
 
     /// `/graphql`, `/graphql/ws` and the GraphiQL assets.

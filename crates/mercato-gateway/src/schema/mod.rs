@@ -15,11 +15,14 @@ pub mod query;
 pub mod subscription;
 pub mod types;
 
+use std::sync::Arc;
+
 use async_graphql::Schema;
 use async_graphql::extensions::apollo_persisted_queries::{
     ApolloPersistedQueries, LruCacheStorage,
 };
 
+use crate::documents::{DocumentCache, Documents};
 use crate::hub::EventHub;
 use crate::limits::{Guards, Limits};
 
@@ -28,11 +31,22 @@ pub type GatewaySchema = Schema<query::Query, mutation::Mutation, subscription::
 /// How many automatic persisted queries each gateway instance remembers.
 const PERSISTED_QUERIES: usize = 2048;
 
-pub fn build(hub: EventHub, limits: Limits, introspection: bool) -> GatewaySchema {
+/// The schema, remembering documents in `documents`, which must be new: validation results are
+/// only true of the schema that computed them.
+pub fn build(
+    hub: EventHub,
+    limits: Limits,
+    introspection: bool,
+    documents: Arc<Documents>,
+) -> GatewaySchema {
+    // The first extension registered runs outermost. The document cache comes after the guards,
+    // so they check every validation result it gives back against the limits, and it also
+    // remembers the results they refuse (a refused document is refused quickly next time).
     let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(hub)
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
-        .extension(Guards::new(limits, introspection));
+        .extension(Guards::new(limits, introspection))
+        .extension(DocumentCache::new(documents));
     if !introspection {
         builder = builder.disable_introspection();
     }
@@ -41,5 +55,5 @@ pub fn build(hub: EventHub, limits: Limits, introspection: bool) -> GatewaySchem
 
 /// The schema's SDL, as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    build(EventHub::new(), Limits::default(), true).sdl()
+    build(EventHub::new(), Limits::default(), true, Arc::default()).sdl()
 }
