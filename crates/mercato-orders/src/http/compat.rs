@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use mercato_platform::ApiError;
+use mercato_platform::auth::Caller;
 use mercato_platform::extract::{Json, Path};
 use mercato_platform::trace::TraceContext;
 use serde_json::{Map, Value, json};
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::http::orders::{self, OrderResponse, PlaceOrderRequest};
-use crate::http::{Signed, SignedLater, deleted_first};
+use crate::http::{Signed, deleted_first};
 
 /// Fields the old clients set that the server decides.
 const IGNORED: [&str; 4] = ["totalPrice", "orderDate", "status", "id"];
@@ -49,7 +50,7 @@ fn normalize(mut body: Map<String, Value>) -> Map<String, Value> {
 pub async fn create(
     State(state): State<AppState>,
     trace: TraceContext,
-    SignedLater(caller): SignedLater,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<Value>, ApiError>,
 ) -> Result<Response, ApiError> {

@@ -64,25 +64,12 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// A caller with a valid token whose account is checked against the replica of deleted users
-/// later, by the handler: placement folds the check into the one query it makes of the replicas
-/// anyway, saving a round trip per order. Each refusal before that point must call
-/// [`refuse_if_deleted`] first, so a deleted account's token is still refused with `401`.
-#[derive(Debug, Clone)]
-pub struct SignedLater(pub Caller);
-
-impl FromRequestParts<AppState> for SignedLater {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Caller::from_request_parts(parts, state).await.map(Self)
-    }
-}
-
 /// `401` when the caller's account is known to be deleted.
+///
+/// Placement takes a bare [`Caller`] instead of [`Signed`]: it folds this check into the one
+/// query it makes of the replicas anyway, saving a round trip per order. Each of its refusals
+/// before that point calls this first (through [`deleted_first`]), so a deleted account's token
+/// is still refused with `401`.
 pub async fn refuse_if_deleted(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     let mut conn = state.db.pool().acquire().await?;
     if replicas::is_deleted(&state.db, &mut conn, caller.user_id).await? {

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mercato_contracts::{OrderCancelled, OrderDelivered, OrderPlaced, OrderShipped, OrderUpdated};
 use mercato_platform::ApiError;
+use mercato_platform::auth::Caller;
 use mercato_platform::extract::{Json, Path, Query};
 use mercato_platform::money::Money;
 use mercato_platform::pagination::{Page, PageQuery, parse_ids, parse_limit};
@@ -30,7 +31,7 @@ use crate::db::orders::{self, Filter};
 use crate::db::replicas;
 use crate::fields;
 use crate::http::preferences;
-use crate::http::{Signed, SignedLater, deleted_first, refuse_if_deleted};
+use crate::http::{Signed, deleted_first, refuse_if_deleted};
 use crate::order::{Address, Order, Refusal, Status, UpdateRejection};
 
 /// One line of an order as clients see it.
@@ -337,10 +338,7 @@ pub(crate) struct Placement {
 
 /// Validates a placement body (every bad field in one `422`); a customer naming another user is
 /// `403`.
-pub(crate) fn placement(
-    caller: &mercato_platform::auth::Caller,
-    body: &Map<String, Value>,
-) -> Result<Placement, ApiError> {
+pub(crate) fn placement(caller: &Caller, body: &Map<String, Value>) -> Result<Placement, ApiError> {
     let mut checks = Fields::default();
     let items = match body.get("items") {
         Some(items) => fields::items(&mut checks, items),
@@ -392,7 +390,7 @@ pub(crate) fn placement(
 pub async fn place_order(
     State(state): State<AppState>,
     trace: TraceContext,
-    SignedLater(caller): SignedLater,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -405,12 +403,12 @@ pub async fn place_order(
     place(&state, trace, &caller, &headers, Value::Object(request), placement).await
 }
 
-/// Places a validated order for a caller whose account is not checked yet ([`SignedLater`]);
+/// Places a validated order for a caller whose account is not checked yet ([`Caller`] only; see [`refuse_if_deleted`]);
 /// shared with `POST /api/create`.
 pub(crate) async fn place(
     state: &AppState,
     trace: TraceContext,
-    caller: &mercato_platform::auth::Caller,
+    caller: &Caller,
     headers: &HeaderMap,
     request: Value,
     placement: Placement,
@@ -879,7 +877,7 @@ pub async fn cancel_order_post(
 pub(crate) async fn cancel(
     state: &AppState,
     trace: TraceContext,
-    caller: &mercato_platform::auth::Caller,
+    caller: &Caller,
     id: Uuid,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
