@@ -85,6 +85,17 @@ pub trait Subscription: Send {
     /// Up to `max` deliveries: returns as soon as at least one is available, or empty after
     /// `wait`.
     async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+
+    /// Acks deliveries of this subscription whose events have been handled: one outcome per
+    /// delivery, in order. By default each is acked on its own (a JetStream ack is a publish
+    /// that nobody waits for); the embedded log acks a batch in one write.
+    async fn ack_all(&mut self, deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(delivery.settle.ack().await);
+        }
+        outcomes
+    }
 }
 
 /// A message parked after it kept failing.

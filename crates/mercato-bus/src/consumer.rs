@@ -199,7 +199,13 @@ impl Consumer {
             match fetched {
                 Ok(deliveries) if deliveries.is_empty() => {}
                 Ok(deliveries) => {
-                    if self.process(deliveries).await == Health::DatabaseDown {
+                    let (health, handled) = self.apply_all(deliveries).await;
+                    if !handled.is_empty() {
+                        for outcome in active.ack_all(handled).await {
+                            warn_if_unacked(outcome);
+                        }
+                    }
+                    if health == Health::DatabaseDown {
                         self.wait_for_database(&mut stop).await;
                     }
                 }
@@ -229,9 +235,21 @@ impl Consumer {
         }
     }
 
-    /// Applies a batch: together when possible, one by one when not. Tells whether the
-    /// database was found unavailable (the events were returned to the bus, none dead-lettered).
+    /// Applies a batch and acks each handled delivery on its own; see [`Consumer::apply_all`].
     pub async fn process(&self, deliveries: Vec<Delivery>) -> Health {
+        let (health, handled) = self.apply_all(deliveries).await;
+        for delivery in handled {
+            warn_if_unacked(delivery.settle.ack().await);
+        }
+        health
+    }
+
+    /// Applies a batch: together when possible, one by one when not. Returns whether the
+    /// database was found unavailable (the events were returned to the bus, none dead-lettered)
+    /// and the deliveries whose events are handled (applied, or duplicates), for the caller to
+    /// ack: the run loop acks them together, one write on the embedded log.
+    async fn apply_all(&self, deliveries: Vec<Delivery>) -> (Health, Vec<Delivery>) {
+        let mut handled = Vec::with_capacity(deliveries.len());
         let mut ready = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             if delivery.attempt > self.config.max_attempts {
@@ -239,7 +257,7 @@ impl Consumer {
                 // is never dead-lettered while the database cannot be reached.
                 if self.db.ping().await.is_err() {
                     let _ = delivery.settle.nak(Duration::from_secs(1)).await;
-                    return Health::DatabaseDown;
+                    return (Health::DatabaseDown, handled);
                 }
                 let reason = format!("gave up after {} deliveries", delivery.attempt - 1);
                 self.dead_letter(delivery, &reason).await;
@@ -253,16 +271,16 @@ impl Consumer {
             }
         }
         if ready.is_empty() {
-            return Health::Ok;
+            return (Health::Ok, handled);
         }
         if ready.len() > 1 {
             match self.apply_together(&ready).await {
                 Ok(outcomes) => {
                     for ((delivery, event), outcome) in ready.into_iter().zip(outcomes) {
                         self.record(&event, &outcome);
-                        settle_ack(delivery).await;
+                        handled.push(delivery);
                     }
-                    return Health::Ok;
+                    return (Health::Ok, handled);
                 }
                 Err(error) => {
                     tracing::debug!(consumer = %self.config.name, error = %error, "batch failed; applying its events one by one");
@@ -281,12 +299,12 @@ impl Consumer {
                     if let Some(outcome) = outcomes.first() {
                         self.record(&event, outcome);
                     }
-                    settle_ack(delivery).await;
+                    handled.push(delivery);
                 }
                 Err(error) => health = self.failed(delivery, &event, error).await,
             }
         }
-        health
+        (health, handled)
     }
 
     async fn apply_together(
@@ -399,8 +417,8 @@ impl Consumer {
     }
 }
 
-async fn settle_ack(delivery: Delivery) {
-    if let Err(error) = delivery.settle.ack().await {
+fn warn_if_unacked(outcome: Result<(), crate::bus::BusError>) {
+    if let Err(error) = outcome {
         // The effect is committed; a redelivery is skipped by the inbox.
         tracing::warn!(%error, "cannot ack a handled event; its redelivery will be skipped");
     }

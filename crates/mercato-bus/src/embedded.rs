@@ -104,6 +104,9 @@ const SCAN_BATCH: usize = 256;
 /// Messages one claim transaction looks at at most, so that a consumer with narrow filters far
 /// behind a long log does not hold the write lock for long; the fetch claims again at once.
 const SCAN_LIMIT: usize = 4096;
+/// Rows of one multi-row insert into `pending`, or one delete from it (SQLite binds at most
+/// 32,766 parameters in a statement).
+const PENDING_ROWS_PER_INSERT: usize = 500;
 /// Messages a `tail` receiver may fall behind before it skips some.
 const TAIL_CAPACITY: usize = 1024;
 
@@ -230,40 +233,65 @@ impl EmbeddedLog {
 
     /// Stores the valid messages of `messages` in one transaction; returns the indexes of those
     /// that were new (not duplicates).
+    ///
+    /// One multi-row `INSERT OR IGNORE ... RETURNING` per 500 messages: a statement is a round
+    /// trip to the connection's thread, and this one holds the log's write lock. SQLite returns
+    /// only the rows it inserted, in no promised order, so they are matched back by event id;
+    /// a message without an id is never a duplicate. Of two copies of one id in a batch, the
+    /// first is stored (rows are inserted in the order given).
     async fn store(
         &self,
         messages: &[OutgoingMessage],
         valid: &[bool],
     ) -> Result<Vec<usize>, sqlx::Error> {
-        if !valid.contains(&true) {
+        let candidates: Vec<usize> = (0..messages.len()).filter(|&index| valid[index]).collect();
+        if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let db = &self.shared.db;
         let now = epoch_millis();
-        let mut stored = Vec::with_capacity(messages.len());
+        // An empty event id opts out of deduplication, like a JetStream publish without
+        // `Nats-Msg-Id`.
+        let event_id =
+            |index: usize| Some(messages[index].event_id.as_str()).filter(|id| !id.is_empty());
+        let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut tx = db.begin().await?;
-        for (index, message) in messages.iter().enumerate() {
-            if !valid[index] {
-                continue;
+        for chunk in candidates.chunks(PENDING_ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| format!("(${}, ${}, ${}, $1)", 3 * row + 2, 3 * row + 3, 3 * row + 4))
+                .collect();
+            let text = format!(
+                "INSERT OR IGNORE INTO messages (event_id, subject, payload, stored_at) VALUES {} \
+                 RETURNING event_id",
+                rows.join(", ")
+            );
+            // `$1` is the time; each row has three placeholders of its own, row n from 3n + 2.
+            let mut insert = sqlx::query(db.sql_owned(text)).bind(now);
+            for &index in chunk {
+                insert = insert
+                    .bind(event_id(index))
+                    .bind(messages[index].subject.as_str())
+                    .bind(messages[index].payload.to_vec());
             }
-            // An empty event id opts out of deduplication, like a JetStream publish without
-            // `Nats-Msg-Id`.
-            let event_id = Some(message.event_id.as_str()).filter(|id| !id.is_empty());
-            let done = sqlx::query(db.sql(
-                "INSERT OR IGNORE INTO messages (event_id, subject, payload, stored_at) \
-                 VALUES ($1, $2, $3, $4)",
-            ))
-            .bind(event_id)
-            .bind(message.subject.as_str())
-            .bind(message.payload.to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                stored.push(index);
+            for row in insert.fetch_all(&mut *tx).await? {
+                if let Some(id) = row.try_get::<Option<String>, _>("event_id")? {
+                    inserted.insert(id);
+                }
             }
         }
         tx.commit().await?;
+        let mut stored = Vec::with_capacity(candidates.len());
+        for index in candidates {
+            match event_id(index) {
+                None => stored.push(index),
+                // `remove`: a second copy of the id in this batch was ignored.
+                Some(id) => {
+                    if inserted.remove(id) {
+                        stored.push(index);
+                    }
+                }
+            }
+        }
         Ok(stored)
     }
 
@@ -318,17 +346,15 @@ impl EventBus for EmbeddedLog {
         let db = &self.shared.db;
         // A new durable starts at 0: the beginning of the log. An existing one keeps its
         // position; the latest spec's filters are recorded.
-        sqlx::query(db.sql(
+        let upsert = sqlx::query(db.sql(
             "INSERT INTO consumers (name, last_sequence, filter_subjects, created_at) \
              VALUES ($1, 0, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET filter_subjects = excluded.filter_subjects",
         ))
         .bind(spec.durable_name.as_str())
         .bind(filters)
-        .bind(epoch_millis())
-        .execute(db.pool())
-        .await
-        .map_err(storage("opening the durable consumer"))?;
+        .bind(epoch_millis());
+        db.execute_write(upsert).await.map_err(storage("opening the durable consumer"))?;
         let changes = self.shared.wake.subscribe();
         Ok(Box::new(EmbeddedSubscription { shared: self.shared.clone(), spec, changes }))
     }
@@ -340,7 +366,7 @@ impl EventBus for EmbeddedLog {
         error: &str,
     ) -> Result<(), BusError> {
         let db = &self.shared.db;
-        sqlx::query(db.sql(
+        let insert = sqlx::query(db.sql(
             "INSERT INTO dead_letters \
              (consumer, sequence, subject, payload, error, attempts, failed_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -351,10 +377,8 @@ impl EventBus for EmbeddedLog {
         .bind(delivery.payload.to_vec())
         .bind(error)
         .bind(i64::from(delivery.attempt))
-        .bind(epoch_millis())
-        .execute(db.pool())
-        .await
-        .map_err(storage("storing a dead letter"))?;
+        .bind(epoch_millis());
+        db.execute_write(insert).await.map_err(storage("storing a dead letter"))?;
         Ok(())
     }
 
@@ -580,6 +604,7 @@ impl EmbeddedSubscription {
             };
             let mut position = start;
             let mut scanned = 0;
+            let mut fresh: Vec<i64> = Vec::new();
             'scan: loop {
                 let rows = sqlx::query(db.sql(
                     "SELECT sequence, subject, payload FROM messages \
@@ -599,16 +624,7 @@ impl EmbeddedSubscription {
                     if !matches_any(&self.spec.filter_subjects, &subject) {
                         continue;
                     }
-                    sqlx::query(db.sql(
-                        "INSERT INTO pending (consumer, sequence, attempts, visible_at) \
-                         VALUES ($1, $2, 1, $3)",
-                    ))
-                    .bind(name)
-                    .bind(sequence)
-                    .bind(invisible_until)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&failed)?;
+                    fresh.push(sequence);
                     claimed.push(Claimed {
                         sequence,
                         attempts: 1,
@@ -626,6 +642,21 @@ impl EmbeddedSubscription {
                     more = true;
                     break;
                 }
+            }
+            // One statement for the batch's new pending rows: every statement is a round trip
+            // to the connection's thread, and this one runs under the log's write lock.
+            for chunk in fresh.chunks(PENDING_ROWS_PER_INSERT) {
+                let rows: Vec<String> =
+                    (0..chunk.len()).map(|index| format!("($1, ${}, 1, $2)", index + 3)).collect();
+                let text = format!(
+                    "INSERT INTO pending (consumer, sequence, attempts, visible_at) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut insert = sqlx::query(db.sql_owned(text)).bind(name).bind(invisible_until);
+                for sequence in chunk {
+                    insert = insert.bind(*sequence);
+                }
+                insert.execute(&mut *tx).await.map_err(&failed)?;
             }
             if position != start {
                 sqlx::query(db.sql("UPDATE consumers SET last_sequence = $1 WHERE name = $2"))
@@ -687,6 +718,44 @@ impl Subscription for EmbeddedSubscription {
             }
         }
     }
+
+    /// One write for the whole batch, queued behind the log's other writers, instead of one
+    /// autocommitted delete per delivery (each of which took SQLite's write lock on its own,
+    /// outside the queue, and slept in its busy handler while a claim or publish held it).
+    async fn ack_all(&mut self, deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
+        let sequences: Vec<i64> = deliveries
+            .iter()
+            .map(|delivery| i64::try_from(delivery.sequence).unwrap_or(i64::MAX))
+            .collect();
+        let db = &self.shared.db;
+        let failed = storage("acking deliveries");
+        let deleted = async {
+            let mut tx = db.begin().await.map_err(&failed)?;
+            for chunk in sequences.chunks(PENDING_ROWS_PER_INSERT) {
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|index| format!("${}", index + 2)).collect();
+                let text = format!(
+                    "DELETE FROM pending WHERE consumer = $1 AND sequence IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut delete =
+                    sqlx::query(db.sql_owned(text)).bind(self.spec.durable_name.as_str());
+                for sequence in chunk {
+                    delete = delete.bind(*sequence);
+                }
+                delete.execute(&mut *tx).await.map_err(&failed)?;
+            }
+            tx.commit().await.map_err(&failed)
+        }
+        .await;
+        match deleted {
+            Ok(()) => deliveries.iter().map(|_| Ok(())).collect(),
+            Err(error) => {
+                let text = error.to_string();
+                deliveries.iter().map(|_| Err(BusError::Unavailable(text.clone()))).collect()
+            }
+        }
+    }
 }
 
 /// Settles one delivery of one consumer.
@@ -702,12 +771,11 @@ impl EmbeddedSettle {
     /// Forgets the delivery: whoever holds it now, the message has been handled (or given up).
     async fn forget(&self, context: &'static str) -> Result<(), BusError> {
         let db = &self.shared.db;
-        sqlx::query(db.sql("DELETE FROM pending WHERE consumer = $1 AND sequence = $2"))
-            .bind(self.consumer.as_str())
-            .bind(self.sequence)
-            .execute(db.pool())
-            .await
-            .map_err(storage(context))?;
+        let delete =
+            sqlx::query(db.sql("DELETE FROM pending WHERE consumer = $1 AND sequence = $2"))
+                .bind(self.consumer.as_str())
+                .bind(self.sequence);
+        db.execute_write(delete).await.map_err(storage(context))?;
         Ok(())
     }
 }
@@ -722,17 +790,15 @@ impl Settle for EmbeddedSettle {
         let db = &self.shared.db;
         // A stale delivery (its ack_wait ran out and someone else holds it now) must not
         // postpone the current one: only the attempt that is pending is rescheduled.
-        sqlx::query(db.sql(
+        let reschedule = sqlx::query(db.sql(
             "UPDATE pending SET visible_at = $1 \
              WHERE consumer = $2 AND sequence = $3 AND attempts = $4",
         ))
         .bind(epoch_millis().saturating_add(millis(delay)))
         .bind(self.consumer.as_str())
         .bind(self.sequence)
-        .bind(self.attempts)
-        .execute(db.pool())
-        .await
-        .map_err(storage("naking a delivery"))?;
+        .bind(self.attempts);
+        db.execute_write(reschedule).await.map_err(storage("naking a delivery"))?;
         self.shared.wake.send_modify(|generation| *generation = generation.wrapping_add(1));
         Ok(())
     }
@@ -858,6 +924,20 @@ mod tests {
         deliveries.iter().map(|delivery| delivery.payload.as_ref()).collect()
     }
 
+    /// `count` deliveries, fetched in as many calls as it takes (fails after `SOON` without one).
+    async fn fetch_exactly(
+        subscription: &mut Box<dyn Subscription>,
+        count: usize,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let mut deliveries = Vec::with_capacity(count);
+        while deliveries.len() < count {
+            let more = subscription.fetch(count - deliveries.len(), SOON).await?;
+            anyhow::ensure!(!more.is_empty(), "only {} of {count} deliveries", deliveries.len());
+            deliveries.extend(more);
+        }
+        Ok(deliveries)
+    }
+
     async fn ack_all(deliveries: Vec<Delivery>) -> anyhow::Result<()> {
         for delivery in deliveries {
             delivery.settle.ack().await?;
@@ -889,6 +969,68 @@ mod tests {
         ack_all(deliveries).await?;
         assert!(subscription.fetch(10, Duration::from_millis(100)).await?.is_empty());
         assert_eq!(log.check().await.ok(), Some("embedded log: 3 messages".to_owned()));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_batch_stores_the_first_copy_of_an_id_and_every_message_without_one()
+    -> anyhow::Result<()> {
+        let (_dir, log) = open_log().await?;
+        publish(&log, vec![message("old", "t.a.b", "stored before")]).await?;
+        let mut tail = log.tail(vec!["t.>".to_owned()]).await?;
+        let outcomes = log
+            .publish(vec![
+                message("e1", "t.a.b", "first e1"),
+                message("e1", "t.a.b", "second e1"),
+                message("", "t.a.b", "no id 1"),
+                message("old", "t.a.b", "old again"),
+                message("", "t.a.b", "no id 2"),
+                message("e2", "t.a.b", "e2"),
+            ])
+            .await;
+        assert!(outcomes.iter().all(Result::is_ok), "duplicates are not errors");
+
+        let mut subscription = log.subscribe(consumer("all", "t.>", LONG_ACK_WAIT)).await?;
+        let deliveries = subscription.fetch(10, SOON).await?;
+        let stored = [&b"stored before"[..], b"first e1", b"no id 1", b"no id 2", b"e2"];
+        assert_eq!(payloads(&deliveries), stored);
+        // Tails hear of exactly the new ones, in order.
+        let mut announced = Vec::new();
+        while announced.len() < 4 {
+            let next = tokio::time::timeout(SOON, tail.next()).await?;
+            let Some((_subject, payload)) = next else { anyhow::bail!("the tail ended") };
+            announced.push(payload);
+        }
+        let announced: Vec<&[u8]> = announced.iter().map(|payload| payload.as_ref()).collect();
+        assert_eq!(announced, stored[1..]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn acking_a_batch_at_once_settles_exactly_those_deliveries() -> anyhow::Result<()> {
+        let (_dir, log) = open_log().await?;
+        let mut subscription =
+            log.subscribe(consumer("batch", "t.>", Duration::from_millis(300))).await?;
+        let mut others =
+            log.subscribe(consumer("other", "t.>", Duration::from_millis(300))).await?;
+        let batch: Vec<OutgoingMessage> =
+            (0..600).map(|n| message(&format!("m{n}"), "t.x.y", &format!("{n}"))).collect();
+        publish(&log, batch).await?;
+
+        let mut deliveries = fetch_exactly(&mut subscription, 600).await?;
+        drop(fetch_exactly(&mut others, 600).await?);
+        let kept = deliveries.remove(17);
+        for outcome in subscription.ack_all(deliveries).await {
+            outcome?;
+        }
+        drop(kept);
+        // Only the one left unacked comes back after its ack_wait; the other consumer's
+        // deliveries of the same messages (unsettled) all come back to it.
+        let again = subscription.fetch(600, SOON).await?;
+        assert_eq!(payloads(&again), [b"17"]);
+        assert_eq!(again[0].attempt, 2);
+        let redelivered = fetch_exactly(&mut others, 600).await?;
+        assert!(redelivered.iter().all(|delivery| delivery.attempt == 2));
         Ok(())
     }
 

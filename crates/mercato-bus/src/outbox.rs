@@ -356,7 +356,7 @@ impl Relay {
             for sequence in chunk {
                 query = query.bind(*sequence);
             }
-            query.execute(self.db.pool()).await?;
+            self.db.execute_write(query).await?;
         }
         Ok(())
     }
@@ -364,12 +364,11 @@ impl Relay {
     async fn cleanup(&self) {
         let before = now_millis()
             - i64::try_from(self.settings.keep_published.as_millis()).unwrap_or(i64::MAX);
-        let deleted = sqlx::query(
+        let delete = sqlx::query(
             self.db.sql("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1"),
         )
-        .bind(before)
-        .execute(self.db.pool())
-        .await;
+        .bind(before);
+        let deleted = self.db.execute_write(delete).await;
         if let Err(error) = deleted {
             tracing::warn!(service = %self.service, %error, "cannot delete old outbox rows");
         }

@@ -68,10 +68,9 @@ pub async fn insert(
 
 /// Forgets keys older than the retention; returns how many.
 pub async fn purge(db: &Database, now_millis: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(db.sql("DELETE FROM idempotency_keys WHERE created_at < $1"))
-        .bind(now_millis - RETENTION_MILLIS)
-        .execute(db.pool())
-        .await?;
+    let delete = sqlx::query(db.sql("DELETE FROM idempotency_keys WHERE created_at < $1"))
+        .bind(now_millis - RETENTION_MILLIS);
+    let done = db.execute_write(delete).await?;
     Ok(done.rows_affected())
 }
 
@@ -84,15 +83,14 @@ pub async fn replace_body(
     key: &str,
     body: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(db.sql(
+    let update = sqlx::query(db.sql(
         "UPDATE idempotency_keys SET body = $1 \
          WHERE user_id = $2 AND route = $3 AND idempotency_key = $4",
     ))
     .bind(body)
     .bind(user_id.to_string())
     .bind(route)
-    .bind(key)
-    .execute(db.pool())
-    .await?;
+    .bind(key);
+    db.execute_write(update).await?;
     Ok(())
 }
