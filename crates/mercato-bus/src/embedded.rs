@@ -356,7 +356,12 @@ impl EventBus for EmbeddedLog {
         .bind(epoch_millis());
         db.execute_write(upsert).await.map_err(storage("opening the durable consumer"))?;
         let changes = self.shared.wake.subscribe();
-        Ok(Box::new(EmbeddedSubscription { shared: self.shared.clone(), spec, changes }))
+        Ok(Box::new(EmbeddedSubscription {
+            shared: self.shared.clone(),
+            spec,
+            changes,
+            skipped_to: 0,
+        }))
     }
 
     async fn dead_letter(
@@ -504,6 +509,13 @@ struct EmbeddedSubscription {
     shared: Arc<Shared>,
     spec: ConsumerSpec,
     changes: watch::Receiver<u64>,
+    /// Messages up to this sequence, past the consumer's stored position, were looked at
+    /// read-only and none matches the filters. Kept in memory only: a consumer whose filters
+    /// match a few subjects would otherwise take the log's write lock after every publish just
+    /// to move its position past messages of others. Lost with the process, it only costs a
+    /// second look; a message with a lower sequence can never be committed later (SQLite has
+    /// one writer, and sequences only grow).
+    skipped_to: i64,
 }
 
 /// What one claim transaction handed out.
@@ -522,9 +534,10 @@ struct Claimed {
 }
 
 impl EmbeddedSubscription {
-    /// True when a claim could find something: a visible pending delivery or a message after the
-    /// consumer's position. Read-only, so idle consumers never take the write lock.
-    async fn has_work(&self) -> Result<bool, BusError> {
+    /// True when a claim would find something: a visible pending delivery or a matching message
+    /// after the consumer's position. Read-only, so idle consumers, and consumers for whom only
+    /// other subjects were published, never take the write lock.
+    async fn has_work(&mut self) -> Result<bool, BusError> {
         let db = &self.shared.db;
         let row = sqlx::query(db.sql(
             "SELECT EXISTS (SELECT 1 FROM pending WHERE consumer = $1 AND visible_at <= $2) AS due, \
@@ -540,7 +553,32 @@ impl EmbeddedSubscription {
         let due: i64 = row.try_get("due").map_err(&failed)?;
         let head: i64 = row.try_get("head").map_err(&failed)?;
         let position: i64 = row.try_get("position").map_err(&failed)?;
-        Ok(due != 0 || head > position)
+        if due != 0 {
+            return Ok(true);
+        }
+        let mut from = position.max(self.skipped_to);
+        while head > from {
+            let subjects: Vec<(i64, String)> = sqlx::query_as(db.sql(
+                "SELECT sequence, subject FROM messages \
+                 WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3",
+            ))
+            .bind(from)
+            .bind(head)
+            .bind(i64::try_from(SCAN_BATCH).unwrap_or(i64::MAX))
+            .fetch_all(db.pool())
+            .await
+            .map_err(&failed)?;
+            let Some(last) = subjects.last().map(|(sequence, _)| *sequence) else { break };
+            for (sequence, subject) in subjects {
+                if matches_any(&self.spec.filter_subjects, &subject) {
+                    self.skipped_to = self.skipped_to.max(sequence - 1);
+                    return Ok(true);
+                }
+            }
+            from = last;
+            self.skipped_to = self.skipped_to.max(last);
+        }
+        Ok(false)
     }
 
     /// Claims up to `max` deliveries in one write transaction: due redeliveries first, then new
@@ -602,7 +640,8 @@ impl EmbeddedSubscription {
                     "the durable consumer {name} was removed from the event log"
                 )));
             };
-            let mut position = start;
+            // Messages up to `skipped_to` match nothing: the scan starts after them.
+            let mut position = start.max(self.skipped_to);
             let mut scanned = 0;
             let mut fresh: Vec<i64> = Vec::new();
             'scan: loop {
@@ -1186,6 +1225,50 @@ mod tests {
         assert_eq!(deliveries[0].subject, "p.user.created");
         ack_all(deliveries).await?;
         assert!(subscription.fetch(10, Duration::from_millis(100)).await?.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn messages_for_other_consumers_are_passed_over_without_moving_the_stored_position()
+    -> anyhow::Result<()> {
+        let (_dir, log) = open_log().await?;
+        let spec = consumer("orders", "p.order.*", LONG_ACK_WAIT);
+        let mut subscription = log.subscribe(spec.clone()).await?;
+        let stored_position = || async {
+            sqlx::query_scalar::<_, i64>(
+                log.shared.db.sql("SELECT last_sequence FROM consumers WHERE name = $1"),
+            )
+            .bind("orders")
+            .fetch_one(log.shared.db.pool())
+            .await
+        };
+
+        let others: Vec<OutgoingMessage> =
+            (0..300).map(|n| message(&format!("u{n}"), "p.user.created", "user")).collect();
+        publish(&log, others).await?;
+        assert!(subscription.fetch(10, Duration::from_millis(100)).await?.is_empty());
+        assert_eq!(stored_position().await?, 0, "no write for messages of other subjects");
+
+        publish(
+            &log,
+            vec![
+                message("p1", "p.user.created", "user"),
+                message("o1", "p.order.placed", "first order"),
+                message("p2", "p.user.created", "user"),
+                message("o2", "p.order.placed", "second order"),
+            ],
+        )
+        .await?;
+        let deliveries = subscription.fetch(10, SOON).await?;
+        assert_eq!(payloads(&deliveries), [&b"first order"[..], b"second order"]);
+        assert_eq!(stored_position().await?, 304, "a claim stores the position it reached");
+        ack_all(deliveries).await?;
+
+        // Another process (nothing in memory) sharing the durable name finds nothing left.
+        let mut replica = log.subscribe(spec).await?;
+        assert!(replica.fetch(10, Duration::from_millis(100)).await?.is_empty());
+        publish(&log, vec![message("o3", "p.order.placed", "third order")]).await?;
+        assert_eq!(payloads(&replica.fetch(10, SOON).await?), [b"third order"]);
         Ok(())
     }
 
