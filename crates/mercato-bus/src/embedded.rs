@@ -104,8 +104,9 @@ const SCAN_BATCH: usize = 256;
 /// Messages one claim transaction looks at at most, so that a consumer with narrow filters far
 /// behind a long log does not hold the write lock for long; the fetch claims again at once.
 const SCAN_LIMIT: usize = 4096;
-/// Rows of one multi-row insert into `pending`, or one delete from it (SQLite binds at most
-/// 32,766 parameters in a statement).
+/// Rows of one multi-row statement of the log (an insert into `messages` or `pending`, a delete
+/// from `pending`): 500 rows of at most four placeholders stay far below the 32,766 parameters
+/// SQLite binds in one statement.
 const PENDING_ROWS_PER_INSERT: usize = 500;
 /// Messages a `tail` receiver may fall behind before it skips some.
 const TAIL_CAPACITY: usize = 1024;
@@ -258,20 +259,24 @@ impl EmbeddedLog {
         let mut tx = db.begin().await?;
         for chunk in candidates.chunks(PENDING_ROWS_PER_INSERT) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|row| format!("(${}, ${}, ${}, $1)", 3 * row + 2, 3 * row + 3, 3 * row + 4))
+                .map(|row| {
+                    let first = 4 * row + 1;
+                    format!("(${first}, ${}, ${}, ${})", first + 1, first + 2, first + 3)
+                })
                 .collect();
             let text = format!(
                 "INSERT OR IGNORE INTO messages (event_id, subject, payload, stored_at) VALUES {} \
                  RETURNING event_id",
                 rows.join(", ")
             );
-            // `$1` is the time; each row has three placeholders of its own, row n from 3n + 2.
-            let mut insert = sqlx::query(db.sql_owned(text)).bind(now);
+            // Placeholders once each and in order, as everywhere (ADR 0002).
+            let mut insert = sqlx::query(db.sql_owned(text));
             for &index in chunk {
                 insert = insert
                     .bind(event_id(index))
                     .bind(messages[index].subject.as_str())
-                    .bind(messages[index].payload.to_vec());
+                    .bind(messages[index].payload.to_vec())
+                    .bind(now);
             }
             for row in insert.fetch_all(&mut *tx).await? {
                 if let Some(id) = row.try_get::<Option<String>, _>("event_id")? {
@@ -685,15 +690,19 @@ impl EmbeddedSubscription {
             // One statement for the batch's new pending rows: every statement is a round trip
             // to the connection's thread, and this one runs under the log's write lock.
             for chunk in fresh.chunks(PENDING_ROWS_PER_INSERT) {
-                let rows: Vec<String> =
-                    (0..chunk.len()).map(|index| format!("($1, ${}, 1, $2)", index + 3)).collect();
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|row| {
+                        let first = 3 * row + 1;
+                        format!("(${first}, ${}, 1, ${})", first + 1, first + 2)
+                    })
+                    .collect();
                 let text = format!(
                     "INSERT INTO pending (consumer, sequence, attempts, visible_at) VALUES {}",
                     rows.join(", ")
                 );
-                let mut insert = sqlx::query(db.sql_owned(text)).bind(name).bind(invisible_until);
+                let mut insert = sqlx::query(db.sql_owned(text));
                 for sequence in chunk {
-                    insert = insert.bind(*sequence);
+                    insert = insert.bind(name).bind(*sequence).bind(invisible_until);
                 }
                 insert.execute(&mut *tx).await.map_err(&failed)?;
             }
