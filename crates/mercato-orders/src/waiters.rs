@@ -4,6 +4,8 @@
 //! answer has committed; a held request then reads the order once more. Nothing polls the
 //! database in a loop: a request reads the order once when it starts waiting and once per wake-up.
 //! A wake-up is never lost: a request registers (and arms its [`Notify`] future) before it reads.
+//! A request that arms before its own write commits ([`Waiters::arm`]) starts from the order as
+//! it wrote it and reads only when woken: nothing can change the order unseen in between.
 //!
 //! Replicas: with several instances sharing the saga's durable consumer, the instance that
 //! applies an answer is often not the one holding the request. [`Waiters::share`] tells the other
@@ -13,10 +15,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mercato_bus::EventBus;
 use mercato_bus::bus::signal_subject;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -132,6 +136,14 @@ impl Waiters {
         Registration { order_id, notify, waiters: self.clone() }
     }
 
+    /// Arms a wait for `order_id` before the write it waits on commits: every wake-up from now on
+    /// is caught, so [`Armed::wait`] can start from the order as written without reading it.
+    pub fn arm(&self, order_id: Uuid) -> Armed {
+        let registration = self.register(order_id);
+        let notified = armed_notified(&registration);
+        Armed { notified, registration }
+    }
+
     /// How many orders have waiters now (for tests and metrics).
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
@@ -167,6 +179,57 @@ impl Waiters {
                 () = notified => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
+        }
+    }
+}
+
+/// A wait registered, and listening, since before a write committed; dropping it unregisters.
+pub struct Armed {
+    /// Holds a clone of the registration's `Notify`: declared first so that it is dropped
+    /// first, and the registration, dropped last, sees only its own and the map's clones.
+    notified: Pin<Box<OwnedNotified>>,
+    registration: Registration,
+}
+
+impl std::fmt::Debug for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Armed").field("order_id", &self.registration.order_id).finish()
+    }
+}
+
+fn armed_notified(registration: &Registration) -> Pin<Box<OwnedNotified>> {
+    let mut notified = Box::pin(registration.notify.clone().notified_owned());
+    notified.as_mut().enable();
+    notified
+}
+
+impl Armed {
+    /// Like [`Waiters::wait_for`], starting from `written` (the value as committed after arming)
+    /// instead of a first read: reads with `read` only when woken, and once more when `deadline`
+    /// passes first.
+    pub async fn wait<T, E, R, F>(
+        mut self,
+        deadline: Instant,
+        written: T,
+        mut read: R,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T, E>
+    where
+        R: FnMut() -> F,
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut value = written;
+        loop {
+            if done(&value) || Instant::now() >= deadline {
+                return Ok(value);
+            }
+            tokio::select! {
+                () = self.notified.as_mut() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            // Listening again before reading, so a wake-up during the read is not lost.
+            self.notified = armed_notified(&self.registration);
+            value = read().await?;
         }
     }
 }
@@ -215,6 +278,49 @@ mod tests {
         waiters.wake(order);
         assert_eq!(task.await.expect("the waiter finishes"), Ok(2));
         assert_eq!(reads.load(Ordering::SeqCst), 3, "one read per wake-up, no polling");
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_armed_wait_starts_from_the_written_value_and_misses_no_earlier_wake_up() {
+        let waiters = Waiters::default();
+        let order = Uuid::now_v7();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(AtomicUsize::new(0));
+        let read = || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            let value = state.load(Ordering::SeqCst);
+            async move { Ok::<_, ()>(value) }
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+
+        // Done as written: answered without a single read.
+        let armed = waiters.arm(order);
+        assert_eq!(armed.wait(deadline, 2, read, |value| *value == 2).await, Ok(2));
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+
+        // Woken after arming but before waiting (the saga was quicker than the request): the
+        // wait reads at once instead of sleeping until its deadline.
+        let armed = waiters.arm(order);
+        state.store(2, Ordering::SeqCst);
+        waiters.wake(order);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            armed.wait(deadline, 0, read, |value| *value == 2),
+        )
+        .await;
+        assert_eq!(waited, Ok(Ok(2)), "the early wake-up was lost");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_armed_wait_reads_once_more_at_its_deadline() {
+        let waiters = Waiters::default();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let armed = waiters.arm(Uuid::now_v7());
+        let value = armed.wait(deadline, 1, || async { Ok::<_, ()>(7) }, |_| false).await;
+        assert_eq!(value, Ok(7));
         assert!(waiters.is_empty());
     }
 

@@ -33,6 +33,7 @@ use crate::fields;
 use crate::http::preferences;
 use crate::http::{Signed, deleted_first, refuse_if_deleted};
 use crate::order::{Address, Order, Refusal, Status, UpdateRejection};
+use crate::waiters::Armed;
 
 /// One line of an order as clients see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -120,8 +121,13 @@ fn views(orders: Vec<Order>, names: &HashMap<Uuid, String>) -> Vec<OrderResponse
 }
 
 async fn present_one(state: &AppState, order: Order) -> Result<OrderResponse, ApiError> {
-    let mut conn = state.db.pool().acquire().await?;
-    let mut views = present(state, &mut conn, vec![order]).await?;
+    let mut views = if order.items.iter().all(|line| line.name.is_some()) {
+        // Priced lines carry their names: no connection to take (and hand back) at all.
+        views(vec![order], &HashMap::new())
+    } else {
+        let mut conn = state.db.pool().acquire().await?;
+        present(state, &mut conn, vec![order]).await?
+    };
     views.pop().ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("an order went missing")))
 }
 
@@ -151,23 +157,40 @@ async fn wait_for(
     done: impl Fn(&Order) -> bool,
 ) -> Result<Order, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let db = state.db.clone();
-    let order = state
-        .waiters
-        .wait_for(
-            order_id,
-            deadline,
-            || {
-                let db = db.clone();
-                async move {
-                    let mut conn = db.pool().acquire().await?;
-                    orders::find(&db, &mut conn, order_id).await?.ok_or_else(not_found)
-                }
-            },
-            done,
-        )
-        .await?;
+    let order =
+        state.waiters.wait_for(order_id, deadline, || read_order(state, order_id), done).await?;
     Ok(order)
+}
+
+async fn read_order(state: &AppState, order_id: Uuid) -> Result<Order, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    orders::find(&state.db, &mut conn, order_id).await?.ok_or_else(not_found)
+}
+
+/// [`held`] for a write that armed its wait before committing ([`crate::waiters::Waiters::arm`]):
+/// it starts from the order as written and reads it only when the saga wakes it.
+async fn held_armed(
+    state: &AppState,
+    armed: Armed,
+    wait: Duration,
+    written: (Order, OrderResponse),
+    done: impl Fn(&Order) -> bool,
+) -> OrderResponse {
+    let (order, view) = written;
+    let deadline = tokio::time::Instant::now() + wait;
+    let order_id = order.id;
+    let waited = async {
+        let order = armed.wait(deadline, order, || read_order(state, order_id), done).await?;
+        present_one(state, order).await
+    }
+    .await;
+    match waited {
+        Ok(view) => view,
+        Err(error) => {
+            tracing::warn!(%order_id, %error, "cannot read the order again after the write; answering with it as written");
+            view
+        }
+    }
 }
 
 /// The answer after a committed write: with `Prefer: wait`, the order once `done` (or as it is
@@ -458,11 +481,19 @@ pub(crate) async fn place(
         drop(tx);
         return idempotency.winner(state, caller.user_id).await;
     }
+    // Listening for the saga before the order exists for it: the held answer needs no first read.
+    let armed = wait.map(|wait| (state.waiters.arm(order.id), wait));
     tx.commit().await?;
     state.outbox.notify();
     metrics::counter!("orders_placed_total").increment(1);
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = order.items.len(), "order placed");
-    let view = held(state, order.id, wait, |order| order.status != Status::Pending, view).await;
+    let view = match armed {
+        Some((armed, wait)) => {
+            let placed = |order: &Order| order.status != Status::Pending;
+            held_armed(state, armed, wait, (order, view), placed).await
+        }
+        None => view,
+    };
     if let (Some(idempotency), Some(_)) = (&idempotency, wait) {
         idempotency.answered(state, caller.user_id, &view).await;
     }
