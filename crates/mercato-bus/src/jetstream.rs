@@ -9,8 +9,10 @@
 //!   broker redelivers after `ack_wait` or after a nak's delay; how many attempts are too many is
 //!   decided by the consumer runner (both buses behave the same), so `max_deliver` is unlimited.
 //! - Works with nats-server 2.9 (Debian's): one filter subject per consumer. A consumer with
-//!   several filters reads `<prefix>.>` and acks what it does not want, since `filter_subjects`
-//!   needs 2.10.
+//!   several filters reads the narrowest one subject that covers them all ([`covering_filter`]:
+//!   `<prefix>.order.*` for three `order.` events, `<prefix>.>` at worst) and acks what it does
+//!   not want, since `filter_subjects` needs 2.10. A durable consumer made by an earlier version
+//!   keeps the filter it was made with (it is reused, not changed).
 //! - Streams are created lazily, so a service starts while NATS is down and catches up when it
 //!   is back; the client reconnects forever.
 
@@ -175,7 +177,10 @@ impl EventBus for JetStreamBus {
         self.ensure_streams().await?;
         let (filter_subject, client_filters) = match spec.filter_subjects.as_slice() {
             [one] => (one.clone(), None),
-            _ => (format!("{}.>", self.prefix), Some(spec.filter_subjects.clone())),
+            several => (
+                covering_filter(several).unwrap_or_else(|| format!("{}.>", self.prefix)),
+                Some(spec.filter_subjects.clone()),
+            ),
         };
         let stream = self.jetstream.get_stream(&self.stream).await.map_err(unavailable)?;
         let consumer: PullConsumer = stream
@@ -408,9 +413,55 @@ impl Settle for JetStreamSettle {
     }
 }
 
+/// The narrowest single filter that matches every subject any of `filters` matches, when they
+/// all have the same number of tokens and none ends in `>`: the tokens they share, `*` where
+/// they differ. Every consumer used to read the whole stream and ack most of it unread.
+fn covering_filter(filters: &[String]) -> Option<String> {
+    let split: Vec<Vec<&str>> = filters.iter().map(|filter| filter.split('.').collect()).collect();
+    let first = split.first()?;
+    if split.iter().any(|tokens| tokens.len() != first.len() || tokens.contains(&">")) {
+        return None;
+    }
+    let covering: Vec<&str> = (0..first.len())
+        .map(|position| {
+            let token = first[position];
+            if split.iter().all(|tokens| tokens[position] == token) { token } else { "*" }
+        })
+        .collect();
+    Some(covering.join("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(filters: &[&str]) -> Vec<String> {
+        filters.iter().map(|filter| (*filter).to_owned()).collect()
+    }
+
+    #[test]
+    fn several_filters_are_covered_by_their_shared_tokens() {
+        let order_events = strings(&["p.order.placed", "p.order.updated", "p.order.cancelled"]);
+        assert_eq!(covering_filter(&order_events).as_deref(), Some("p.order.*"));
+        let replicas = strings(&["p.user.created", "p.product.created", "p.user.deleted"]);
+        assert_eq!(covering_filter(&replicas).as_deref(), Some("p.*.*"));
+        assert_eq!(covering_filter(&strings(&["p.a.*", "p.a.b"])).as_deref(), Some("p.a.*"));
+        // Different depths, or a tail wildcard: only the whole stream covers them.
+        assert_eq!(covering_filter(&strings(&["p.a.b", "p.a.b.c"])), None);
+        assert_eq!(covering_filter(&strings(&["p.a.>", "p.a.b"])), None);
+        assert_eq!(covering_filter(&[]), None);
+    }
+
+    #[test]
+    fn a_covering_filter_matches_whatever_its_filters_match() {
+        let filters = strings(&["p.order.placed", "p.inventory.*", "p.order.cancelled"]);
+        let covering = covering_filter(&filters).unwrap_or_default();
+        for subject in ["p.order.placed", "p.inventory.reserved", "p.order.cancelled"] {
+            assert!(subject_matches(&covering, subject), "{covering} misses {subject}");
+        }
+        assert!(!subject_matches(&covering, "q.order.placed"));
+        assert!(!subject_matches(&covering, "p.order.placed.extra"));
+    }
 
     #[test]
     fn stream_names_derive_from_the_prefix() {

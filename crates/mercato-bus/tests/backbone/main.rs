@@ -11,6 +11,7 @@
 //! - [`order`]: events of one aggregate arriving out of order.
 //! - [`embedded_restart`]: the embedded log across a restart of the process.
 //! - [`batch`]: one failing event in a batch.
+//! - [`filters`]: a consumer of several subjects gets exactly those.
 //!
 //! Servers: PostgreSQL and the shared NATS come from the testkit's environment variables; drills
 //! that kill the broker start a private `nats-server`. Unreachable servers skip loudly unless
@@ -24,6 +25,7 @@ mod broker_down;
 mod consumer_crash;
 mod database_down;
 mod embedded_restart;
+mod filters;
 mod order;
 mod poison;
 mod relay_crash;
