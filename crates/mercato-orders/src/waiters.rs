@@ -154,7 +154,8 @@ impl Waiters {
     }
 
     /// Reads with `read` until `done` holds or `deadline` passes, reading again only when woken
-    /// for `order_id`. Returns the last value read.
+    /// for `order_id`. Returns the last value read. Armed before the first read, so a wake-up
+    /// during it is not lost.
     pub async fn wait_for<T, E, R, F>(
         &self,
         order_id: Uuid,
@@ -166,20 +167,9 @@ impl Waiters {
         R: FnMut() -> F,
         F: Future<Output = Result<T, E>>,
     {
-        let registration = self.register(order_id);
-        loop {
-            let notified = registration.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let value = read().await?;
-            if done(&value) || Instant::now() >= deadline {
-                return Ok(value);
-            }
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+        let armed = self.arm(order_id);
+        let first = read().await?;
+        armed.wait(deadline, first, read, done).await
     }
 }
 

@@ -149,64 +149,33 @@ fn body_object(body: Value) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// Reads the order (once now, again on each saga wake-up) until `done` or `wait` runs out.
-async fn wait_for(
-    state: &AppState,
-    order_id: Uuid,
-    wait: Duration,
-    done: impl Fn(&Order) -> bool,
-) -> Result<Order, ApiError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let order =
-        state.waiters.wait_for(order_id, deadline, || read_order(state, order_id), done).await?;
-    Ok(order)
-}
-
 async fn read_order(state: &AppState, order_id: Uuid) -> Result<Order, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
     orders::find(&state.db, &mut conn, order_id).await?.ok_or_else(not_found)
 }
 
-/// [`held`] for a write that armed its wait before committing ([`crate::waiters::Waiters::arm`]):
-/// it starts from the order as written and reads it only when the saga wakes it.
-async fn held_armed(
-    state: &AppState,
-    armed: Armed,
-    wait: Duration,
-    written: (Order, OrderResponse),
-    done: impl Fn(&Order) -> bool,
-) -> OrderResponse {
-    let (order, view) = written;
-    let deadline = tokio::time::Instant::now() + wait;
-    let order_id = order.id;
-    let waited = async {
-        let order = armed.wait(deadline, order, || read_order(state, order_id), done).await?;
-        present_one(state, order).await
-    }
-    .await;
-    match waited {
-        Ok(view) => view,
-        Err(error) => {
-            tracing::warn!(%order_id, %error, "cannot read the order again after the write; answering with it as written");
-            view
-        }
-    }
-}
-
 /// The answer after a committed write: with `Prefer: wait`, the order once `done` (or as it is
-/// when the wait runs out); without, the order as written. The write stands whatever happens
-/// here, so when the order cannot be read again the answer is the order as written, not an error
-/// that would invite a retry.
+/// when the wait runs out); without, the order as written. A write that armed its wait before
+/// committing ([`crate::waiters::Waiters::arm`]) passes it with the order as written, and the
+/// order is read only when the saga wakes it; otherwise it is read once first. The write stands
+/// whatever happens here, so when the order cannot be read again the answer is the order as
+/// written, not an error that would invite a retry.
 async fn held(
     state: &AppState,
     order_id: Uuid,
     wait: Option<Duration>,
     done: impl Fn(&Order) -> bool,
     written: OrderResponse,
+    armed: Option<(Armed, Order)>,
 ) -> OrderResponse {
     let Some(wait) = wait else { return written };
+    let deadline = tokio::time::Instant::now() + wait;
+    let read = || read_order(state, order_id);
     let waited = async {
-        let order = wait_for(state, order_id, wait, done).await?;
+        let order = match armed {
+            Some((armed, as_written)) => armed.wait(deadline, as_written, read, done).await?,
+            None => state.waiters.wait_for(order_id, deadline, read, done).await?,
+        };
         present_one(state, order).await
     }
     .await;
@@ -482,18 +451,15 @@ pub(crate) async fn place(
         return idempotency.winner(state, caller.user_id).await;
     }
     // Listening for the saga before the order exists for it: the held answer needs no first read.
-    let armed = wait.map(|wait| (state.waiters.arm(order.id), wait));
+    let armed = wait.map(|_| state.waiters.arm(order.id));
     tx.commit().await?;
     state.outbox.notify();
     metrics::counter!("orders_placed_total").increment(1);
     tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = order.items.len(), "order placed");
-    let view = match armed {
-        Some((armed, wait)) => {
-            let placed = |order: &Order| order.status != Status::Pending;
-            held_armed(state, armed, wait, (order, view), placed).await
-        }
-        None => view,
-    };
+    let order_id = order.id;
+    let armed = armed.map(|armed| (armed, order));
+    let placed = |order: &Order| order.status != Status::Pending;
+    let view = held(state, order_id, wait, placed, view, armed).await;
     if let (Some(idempotency), Some(_)) = (&idempotency, wait) {
         idempotency.answered(state, caller.user_id, &view).await;
     }
@@ -815,7 +781,8 @@ pub async fn update_order(
         tracing::info!(order_id = %order.id, version = order.version, "order changed");
     }
     let wait = preferences::wait(&headers).filter(|_| items.is_some());
-    let view = held(&state, order.id, wait, |order| order.status != Status::Pending, view).await;
+    let view =
+        held(&state, order.id, wait, |order| order.status != Status::Pending, view, None).await;
     Ok(answer(StatusCode::OK, view, wait))
 }
 
@@ -950,7 +917,7 @@ pub(crate) async fn cancel(
         tracing::info!(order_id = %order.id, "order cancelled");
     }
     let wait = preferences::wait(headers);
-    let view = held(state, order.id, wait, |order| order.stock_released, view).await;
+    let view = held(state, order.id, wait, |order| order.stock_released, view, None).await;
     if let (Some(idempotency), Some(_)) = (&idempotency, wait) {
         idempotency.answered(state, caller.user_id, &view).await;
     }
