@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mercato_contracts::Envelope;
+use mercato_store::dialect::value_rows;
 use mercato_store::sqlx::{self, AnyConnection};
 use mercato_store::{Backend, Database};
 use serde_json::Value;
@@ -439,17 +440,14 @@ async fn record_batch_in_inbox(
     let fresh: Vec<bool> = events.iter().map(|e| seen.insert(e.id.as_str())).collect();
     let new_ids: Vec<&str> =
         events.iter().zip(&fresh).filter(|(_, new)| **new).map(|(e, _)| e.id.as_str()).collect();
-    let rows: Vec<String> = (0..new_ids.len())
-        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-        .collect();
+    let rows = value_rows(new_ids.len(), 3);
     let text = match db.backend() {
-        Backend::MySql => format!(
-            "INSERT IGNORE INTO inbox (consumer, event_id, handled_at) VALUES {}",
-            rows.join(", ")
-        ),
+        Backend::MySql => {
+            format!("INSERT IGNORE INTO inbox (consumer, event_id, handled_at) VALUES {}", rows)
+        }
         _ => format!(
             "INSERT INTO inbox (consumer, event_id, handled_at) VALUES {} ON CONFLICT DO NOTHING",
-            rows.join(", ")
+            rows
         ),
     };
     let now = now_millis();

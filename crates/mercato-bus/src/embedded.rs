@@ -57,6 +57,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use mercato_store::dialect::{placeholders, value_rows};
 use mercato_store::sqlx::{self, Row};
 use mercato_store::{Database, PoolSettings};
 use tokio::sync::{broadcast, watch};
@@ -107,7 +108,7 @@ const SCAN_LIMIT: usize = 4096;
 /// Rows of one multi-row statement of the log (an insert into `messages` or `pending`, a delete
 /// from `pending`): 500 rows of at most four placeholders stay far below the 32,766 parameters
 /// SQLite binds in one statement.
-const PENDING_ROWS_PER_INSERT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 500;
 /// Messages a `tail` receiver may fall behind before it skips some.
 const TAIL_CAPACITY: usize = 1024;
 
@@ -257,19 +258,12 @@ impl EmbeddedLog {
             |index: usize| Some(messages[index].event_id.as_str()).filter(|id| !id.is_empty());
         let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut tx = db.begin().await?;
-        for chunk in candidates.chunks(PENDING_ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let first = 4 * row + 1;
-                    format!("(${first}, ${}, ${}, ${})", first + 1, first + 2, first + 3)
-                })
-                .collect();
+        for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
             let text = format!(
                 "INSERT OR IGNORE INTO messages (event_id, subject, payload, stored_at) VALUES {} \
                  RETURNING event_id",
-                rows.join(", ")
+                value_rows(chunk.len(), 4)
             );
-            // Placeholders once each and in order, as everywhere (ADR 0002).
             let mut insert = sqlx::query(db.sql_owned(text));
             for &index in chunk {
                 insert = insert
@@ -689,20 +683,14 @@ impl EmbeddedSubscription {
             }
             // One statement for the batch's new pending rows: every statement is a round trip
             // to the connection's thread, and this one runs under the log's write lock.
-            for chunk in fresh.chunks(PENDING_ROWS_PER_INSERT) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|row| {
-                        let first = 3 * row + 1;
-                        format!("(${first}, ${}, 1, ${})", first + 1, first + 2)
-                    })
-                    .collect();
+            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
                 let text = format!(
                     "INSERT INTO pending (consumer, sequence, attempts, visible_at) VALUES {}",
-                    rows.join(", ")
+                    value_rows(chunk.len(), 4)
                 );
                 let mut insert = sqlx::query(db.sql_owned(text));
                 for sequence in chunk {
-                    insert = insert.bind(name).bind(*sequence).bind(invisible_until);
+                    insert = insert.bind(name).bind(*sequence).bind(1_i64).bind(invisible_until);
                 }
                 insert.execute(&mut *tx).await.map_err(&failed)?;
             }
@@ -779,12 +767,10 @@ impl Subscription for EmbeddedSubscription {
         let failed = storage("acking deliveries");
         let deleted = async {
             let mut tx = db.begin().await.map_err(&failed)?;
-            for chunk in sequences.chunks(PENDING_ROWS_PER_INSERT) {
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|index| format!("${}", index + 2)).collect();
+            for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
                 let text = format!(
                     "DELETE FROM pending WHERE consumer = $1 AND sequence IN ({})",
-                    placeholders.join(", ")
+                    placeholders(2, chunk.len())
                 );
                 let mut delete =
                     sqlx::query(db.sql_owned(text)).bind(self.spec.durable_name.as_str());

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mercato_contracts::{Envelope, Event};
+use mercato_store::dialect::{placeholders, value_rows};
 use mercato_store::sqlx::{self, AnyConnection};
 use mercato_store::{Database, Migrations};
 use tokio::sync::{Notify, watch};
@@ -141,16 +142,10 @@ impl Outbox {
         events: Vec<OutboxEvent>,
     ) -> Result<Vec<String>, sqlx::Error> {
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let n = 5 * i;
-                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
-                })
-                .collect();
             let text = format!(
                 "INSERT INTO outbox (event_id, subject, aggregate_id, payload, created_at) \
                  VALUES {}",
-                rows.join(", ")
+                value_rows(chunk.len(), 5)
             );
             let mut insert = sqlx::query(self.db.sql_owned(text));
             for event in chunk {
@@ -347,10 +342,9 @@ impl Relay {
     async fn mark_published(&self, sequences: &[i64]) -> Result<(), sqlx::Error> {
         let now = now_millis();
         for chunk in sequences.chunks(200) {
-            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
             let text = format!(
                 "UPDATE outbox SET published_at = $1 WHERE sequence IN ({})",
-                placeholders.join(", ")
+                placeholders(2, chunk.len())
             );
             let mut query = sqlx::query(self.db.sql_owned(text)).bind(now);
             for sequence in chunk {

@@ -3,6 +3,7 @@
 //! Queries use PostgreSQL's numbered placeholders (`$1`, `$2`, ...), each number used once and in
 //! increasing order, so that rewriting them to MySQL's positional `?` keeps the binding order.
 //! Everything else in a query must be portable SQL (see the storage ADR for the rules).
+//! [`placeholders`] and [`value_rows`] number the placeholders of queries built at run time.
 
 /// Rewrites `$N` placeholders to `?`, leaving quoted literals and identifiers untouched.
 ///
@@ -44,6 +45,20 @@ pub fn to_positional(query: &str) -> String {
     out
 }
 
+/// `count` placeholders numbered from `first`, comma-separated (`$3, $4, $5`): an `IN (...)` list.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The `VALUES` rows of a multi-row insert: `rows` groups of `columns` placeholders numbered from
+/// `$1`, in order (`($1, $2), ($3, $4)`), so each value is bound row by row, column by column.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The escape character used by [`like_contains`]; queries write `LIKE $1 ESCAPE '!'`.
 ///
 /// `!` rather than a backslash because MySQL and PostgreSQL disagree on backslashes in literals.
@@ -68,6 +83,16 @@ pub fn like_contains(needle: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_lists_and_value_rows_are_numbered_in_order() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+        // In order and once each: the MySQL rewrite accepts them.
+        assert_eq!(to_positional(&value_rows(2, 2)), "(?, ?), (?, ?)");
+    }
 
     #[test]
     fn numbered_placeholders_become_positional() {
