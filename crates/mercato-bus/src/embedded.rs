@@ -755,40 +755,30 @@ impl Subscription for EmbeddedSubscription {
         }
     }
 
-    /// One write for the whole batch, queued behind the log's other writers, instead of one
-    /// autocommitted delete per delivery (each of which took SQLite's write lock on its own,
-    /// outside the queue, and slept in its busy handler while a claim or publish held it).
+    /// One gated delete for the whole batch (per 500), instead of one autocommitted delete per
+    /// delivery, each of which took SQLite's write lock on its own, outside the queue, and slept
+    /// in its busy handler while a claim or publish held it. No transaction: a delete of
+    /// settled deliveries is safe to repeat, and a chunk that fails leaves only those
+    /// deliveries to come back after `ack_wait`.
     async fn ack_all(&mut self, deliveries: Vec<Delivery>) -> Vec<Result<(), BusError>> {
-        let sequences: Vec<i64> = deliveries
-            .iter()
-            .map(|delivery| i64::try_from(delivery.sequence).unwrap_or(i64::MAX))
-            .collect();
         let db = &self.shared.db;
-        let failed = storage("acking deliveries");
-        let deleted = async {
-            let mut tx = db.begin().await.map_err(&failed)?;
-            for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
-                let text = format!(
-                    "DELETE FROM pending WHERE consumer = $1 AND sequence IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut delete =
-                    sqlx::query(db.sql_owned(text)).bind(self.spec.durable_name.as_str());
-                for sequence in chunk {
-                    delete = delete.bind(*sequence);
-                }
-                delete.execute(&mut *tx).await.map_err(&failed)?;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "DELETE FROM pending WHERE consumer = $1 AND sequence IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut delete = sqlx::query(db.sql_owned(text)).bind(self.spec.durable_name.as_str());
+            for delivery in chunk {
+                delete = delete.bind(i64::try_from(delivery.sequence).unwrap_or(i64::MAX));
             }
-            tx.commit().await.map_err(&failed)
+            let deleted = db.execute_write(delete).await;
+            outcomes.extend(chunk.iter().map(|_| match &deleted {
+                Ok(_) => Ok(()),
+                Err(error) => Err(BusError::Unavailable(format!("acking deliveries: {error}"))),
+            }));
         }
-        .await;
-        match deleted {
-            Ok(()) => deliveries.iter().map(|_| Ok(())).collect(),
-            Err(error) => {
-                let text = error.to_string();
-                deliveries.iter().map(|_| Err(BusError::Unavailable(text.clone()))).collect()
-            }
-        }
+        outcomes
     }
 }
 

@@ -200,10 +200,7 @@ impl Database {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => {
-                let gate = match &self.write_gate {
-                    Some(gate) => Some(gate.clone().lock_owned().await),
-                    None => None,
-                };
+                let gate = self.write_turn().await;
                 let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(Tx { tx, _gate: gate })
             }
@@ -219,11 +216,17 @@ impl Database {
         &self,
         query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        let _turn = match &self.write_gate {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        };
+        let _turn = self.write_turn().await;
         query.execute(&self.pool).await
+    }
+
+    /// This process's turn to write to a SQLite file (first come, first served); `None` on the
+    /// servers, which queue writers themselves.
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// Checks that the database answers (readiness).
