@@ -6,10 +6,11 @@
 //! tokio's blocking pool. Each hashing thread keeps Argon2's working memory between hashes:
 //! allocating and freeing 19 MiB per hash made glibc raise its mmap threshold and fragment the
 //! heap, and `mercato up` grew to ~390 MiB under 40 concurrent registrations (57 MiB with a fixed
-//! threshold; now the two buffers are the whole cost). A thread idle for two seconds frees its
-//! buffer, so the cost is only paid while passwords are being hashed.
+//! threshold; now the two buffers are the whole cost). Freeing them after a quiet spell was tried
+//! (2026-12-04) and is worse: the first free is returned to the system, but it raises glibc's
+//! threshold, so the next buffers come from the heap and stay resident when freed; `up` went
+//! from 66 to 105 MiB after two bursts of logins, against a steady 66 MiB when kept.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
@@ -46,8 +47,6 @@ pub struct Passwords {
     /// A real hash of a random password: unknown emails are checked against it so that a login
     /// takes as long whether or not the account exists.
     decoy: Arc<String>,
-    /// Bytes of working memory each hashing thread keeps right now.
-    kept: Arc<Vec<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -64,23 +63,17 @@ impl Passwords {
         let width = std::thread::available_parallelism().map_or(2, usize::from);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        let kept: Arc<Vec<AtomicUsize>> =
-            Arc::new((0..width).map(|_| AtomicUsize::new(0)).collect());
         for index in 0..width {
             let queue = queue.clone();
-            let kept = kept.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || {
                     loop {
-                        let next =
-                            queue.lock().map(|receiver| receiver.recv_timeout(KEEP_MEMORY_IDLE));
+                        let next = queue.lock().map(|receiver| receiver.recv());
                         match next {
                             Ok(Ok(job)) => job(),
-                            Ok(Err(mpsc::RecvTimeoutError::Timeout)) => release_working_memory(),
                             _ => return,
                         }
-                        kept[index].store(working_memory_bytes(), Ordering::Relaxed);
                     }
                 })
                 .context("starting a password hashing thread")?;
@@ -94,7 +87,7 @@ impl Passwords {
         });
         jobs.send(job).map_err(|_| anyhow::anyhow!("the password hashing threads stopped"))?;
         let decoy = decoy_result.recv().context("the password hashing threads stopped")??;
-        Ok(Self { argon2, jobs, decoy: Arc::new(decoy), kept })
+        Ok(Self { argon2, jobs, decoy: Arc::new(decoy) })
     }
 
     /// Runs `work` on a hashing thread and waits for its result without blocking the runtime.
@@ -108,12 +101,6 @@ impl Passwords {
         });
         self.jobs.send(job).map_err(|_| anyhow::anyhow!("password hashing is shut down"))?;
         result.await.context("a password hashing thread failed")?
-    }
-
-    /// Working memory the hashing threads keep now, in bytes (none after
-    /// [`KEEP_MEMORY_IDLE`] without a hash).
-    pub fn kept_memory_bytes(&self) -> usize {
-        self.kept.iter().map(|bytes| bytes.load(Ordering::Relaxed)).sum()
     }
 
     pub fn params(&self) -> &Params {
@@ -143,30 +130,9 @@ impl Passwords {
     }
 }
 
-/// A hashing thread that has had no job for this long gives its working memory back. During a
-/// burst of logins the memory is reused from one hash to the next; between bursts the process
-/// does not carry 19 MiB per thread that nothing uses (two thirds of `mercato up`'s resident
-/// memory when idle). An idle thread wakes at this pace to look, which costs nothing measurable.
-const KEEP_MEMORY_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
-
 thread_local! {
-    /// Argon2's working memory, kept by each hashing thread from one hash to the next while
-    /// hashes keep coming (see [`KEEP_MEMORY_IDLE`]).
+    /// Argon2's working memory, kept by each hashing thread from one hash to the next.
     static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-}
-
-fn working_memory_bytes() -> usize {
-    WORKING_MEMORY.with(|memory| memory.borrow().capacity() * std::mem::size_of::<Block>())
-}
-
-/// Frees this thread's working memory (the next hash allocates it again).
-fn release_working_memory() {
-    WORKING_MEMORY.with(|memory| {
-        let mut memory = memory.borrow_mut();
-        if !memory.is_empty() {
-            *memory = Vec::new();
-        }
-    });
 }
 
 /// Runs Argon2 on this thread's kept working memory.
@@ -277,36 +243,6 @@ mod tests {
                 .to_string();
         assert!(verify_blocking(b"both ways", &reference)?);
         assert!(!verify_blocking(b"not both ways", &reference)?);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn hashing_threads_give_their_memory_back_when_idle() -> anyhow::Result<()> {
-        async fn until(what: &str, done: impl Fn() -> bool) -> anyhow::Result<()> {
-            let deadline = std::time::Instant::now() + 5 * KEEP_MEMORY_IDLE;
-            while !done() {
-                anyhow::ensure!(std::time::Instant::now() < deadline, "never {what}");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Ok(())
-        }
-        let passwords = cheap();
-        let mut hashes = tokio::task::JoinSet::new();
-        for n in 0..4 {
-            let passwords = passwords.clone();
-            hashes.spawn(async move { passwords.hash(&SecretString::from(format!("p{n}"))).await });
-        }
-        while let Some(hashed) = hashes.join_next().await {
-            hashed??;
-        }
-        // Kept from one hash to the next (the count is updated just after each hash)...
-        let block = std::mem::size_of::<Block>();
-        until("kept", || passwords.kept_memory_bytes() >= 1024 * block).await?;
-        // ... and given back once no hash comes.
-        until("given back", || passwords.kept_memory_bytes() == 0).await?;
-        // And hashing works again afterwards.
-        let hash = passwords.hash(&SecretString::from("after")).await?;
-        assert!(passwords.verify(&SecretString::from("after"), Some(&hash)).await?);
         Ok(())
     }
 
