@@ -1,12 +1,18 @@
 //! Password hashing with Argon2id, off the async runtime.
 //!
-//! One hash costs ~17 ms of CPU and 19 MiB of memory with the OWASP parameters (2 passes, 1
-//! lane): as much CPU as ~20 orders. Hashes run on a fixed pool of threads as wide as the machine,
-//! so a burst of logins queues instead of starving every other request of CPU. A fixed pool, not
-//! tokio's blocking pool. Each hashing thread keeps Argon2's working memory between hashes:
-//! allocating and freeing 19 MiB per hash made glibc raise its mmap threshold and fragment the
-//! heap, and `mercato up` grew to ~390 MiB under 40 concurrent registrations (57 MiB with a fixed
-//! threshold; now the two buffers are the whole cost). Freeing them after a quiet spell was tried
+//! The cost is OWASP's Argon2id configuration of 7 MiB and 5 passes (1 lane), one of the five
+//! its cheat sheet lists as giving equal defence (19 MiB with 2 passes is another): a hash costs
+//! about as much CPU as ~15 orders. Of the five it asks least memory, which is what
+//! `mercato up` is short of, and it is also the fastest here: 152 logins/s against 123 with
+//! 19 MiB and 2 passes (`mercato bench login`, 2026-12-04), and 46 against 69 MiB of peak RSS.
+//! Hashes made with other parameters still verify: a PHC string names its own.
+//!
+//! Hashes run on a fixed pool of threads as wide as the machine, so a burst of logins queues
+//! instead of starving every other request of CPU. A fixed pool, not tokio's blocking pool. Each
+//! hashing thread keeps Argon2's working memory between hashes: allocating and freeing it per
+//! hash made glibc raise its mmap threshold and fragment the heap, and `mercato up` grew to
+//! ~390 MiB under 40 concurrent registrations (then with 19 MiB per hash; 57 MiB with a fixed
+//! threshold; now the buffers are the whole cost). Freeing them after a quiet spell was tried
 //! (2026-12-04) and is worse: the first free is returned to the system, but it raises glibc's
 //! threshold, so the next buffers come from the heap and stay resident when freed; `up` went
 //! from 66 to 105 MiB after two bursts of logins, against a steady 66 MiB when kept.
@@ -31,9 +37,10 @@ pub struct HashingConfig {
 }
 
 impl Default for HashingConfig {
-    /// OWASP's recommendation for Argon2id (2023).
+    /// OWASP's Argon2id configuration with the least memory (7 MiB, 5 passes, 1 lane), of the
+    /// five it lists as equally strong.
     fn default() -> Self {
-        Self { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        Self { memory_kib: 7_168, iterations: 5, parallelism: 1 }
     }
 }
 
@@ -247,8 +254,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_cost_is_owasps_argon2id() {
+    fn the_default_cost_is_one_of_owasps_argon2id_configurations() {
         let config = HashingConfig::default();
-        assert_eq!((config.memory_kib, config.iterations, config.parallelism), (19_456, 2, 1));
+        assert_eq!((config.memory_kib, config.iterations, config.parallelism), (7_168, 5, 1));
     }
 }
