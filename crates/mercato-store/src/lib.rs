@@ -17,6 +17,6 @@ pub mod database;
 pub mod dialect;
 pub mod errors;
 
-pub use database::{Backend, Database, Migrations, PoolSettings, Tx};
+pub use database::{Backend, DEFAULT_SQLITE_CACHE_KIB, Database, Migrations, PoolSettings, Tx};
 pub use errors::{is_unavailable, is_unique_violation};
 pub use sqlx;

@@ -78,11 +78,17 @@ impl Default for Settings {
 pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
+    /// SQLite only: the page cache of each database file over all its connections, in MiB.
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout_secs: 3 }
+        Self {
+            max_connections: 16,
+            acquire_timeout_secs: 3,
+            sqlite_cache_mib: mercato_store::DEFAULT_SQLITE_CACHE_KIB / 1024,
+        }
     }
 }
 
@@ -196,6 +202,9 @@ impl Settings {
         if self.database.max_connections == 0 {
             bail!("invalid configuration: `database.max_connections` must be at least 1");
         }
+        if self.database.sqlite_cache_mib == 0 || self.database.sqlite_cache_mib > 4096 {
+            bail!("invalid configuration: `database.sqlite_cache_mib` must be between 1 and 4096");
+        }
         Ok(())
     }
 
@@ -260,6 +269,7 @@ impl Settings {
         mercato_store::PoolSettings {
             max_connections: self.database.max_connections,
             acquire_timeout: std::time::Duration::from_secs(self.database.acquire_timeout_secs),
+            sqlite_cache_kib: self.database.sqlite_cache_mib * 1024,
         }
     }
 }
@@ -331,6 +341,19 @@ mod tests {
             jail.set_env("MERCATO_DATABASE_URL", "redis://localhost");
             let error = load(Overrides::default()).err().unwrap_or_default();
             assert!(error.contains("database_url"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_sqlite_cache_is_set_in_mib_and_checked() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load(Overrides::default())?.pool().sqlite_cache_kib, 4096);
+            jail.set_env("MERCATO_DATABASE__SQLITE_CACHE_MIB", "8");
+            assert_eq!(load(Overrides::default())?.pool().sqlite_cache_kib, 8192);
+            jail.set_env("MERCATO_DATABASE__SQLITE_CACHE_MIB", "0");
+            let error = load(Overrides::default()).err().unwrap_or_default();
+            assert!(error.contains("sqlite_cache_mib"), "{error}");
             Ok(())
         });
     }

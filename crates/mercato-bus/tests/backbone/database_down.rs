@@ -18,7 +18,11 @@ drill! {
         let url = bed.test_database_url().to_owned();
         let consumer_db = Database::connect(
             &url,
-            &PoolSettings { max_connections: 1, acquire_timeout: Duration::from_millis(200) },
+            &PoolSettings {
+                max_connections: 1,
+                acquire_timeout: Duration::from_millis(200),
+                ..PoolSettings::default()
+            },
         )
         .expect("the consumer's pool");
         // The outage: the consumer's only connection is taken.
