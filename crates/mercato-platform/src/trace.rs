@@ -20,7 +20,8 @@ impl TraceContext {
     pub fn root() -> Self {
         let mut trace = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut trace);
-        Self::with_trace_id(&hex(&trace))
+        let mut trace_id = [0u8; 32];
+        Self::with_trace_id(hex(&trace, &mut trace_id))
     }
 
     /// A child of `traceparent` when it is valid, else a new trace.
@@ -34,7 +35,12 @@ impl TraceContext {
     fn with_trace_id(trace_id: &str) -> Self {
         let mut span = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut span);
-        Self(format!("00-{trace_id}-{}-01", hex(&span)))
+        let mut span_id = [0u8; 16];
+        let mut text = String::with_capacity(TRACEPARENT_LENGTH);
+        for part in ["00-", trace_id, "-", hex(&span, &mut span_id), "-01"] {
+            text.push_str(part);
+        }
+        Self(text)
     }
 
     pub fn trace_id(&self) -> &str {
@@ -42,22 +48,37 @@ impl TraceContext {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `00-` + 32 + `-` + 16 + `-01`.
+const TRACEPARENT_LENGTH: usize = 55;
+
+/// `bytes` in lowercase hex, written into `out` (twice as long). This runs on every request:
+/// the `format!` per byte it replaced was about a seventh of the instructions of a
+/// `GET /api/products/:id` (callgrind, 2026-12-04).
+fn hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    std::str::from_utf8(&out[..bytes.len() * 2]).unwrap_or_default()
 }
 
 /// The trace id of a valid version-00 `traceparent`.
 fn parse(traceparent: &str) -> Option<&str> {
-    let parts: Vec<&str> = traceparent.trim().split('-').collect();
-    let [version, trace_id, span_id, flags] = parts.as_slice() else { return None };
+    let mut parts = traceparent.trim().split('-');
+    let (Some(version), Some(trace_id), Some(span_id), Some(flags), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
     let is_hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let valid = *version == "00"
+    let valid = version == "00"
         && is_hex(trace_id, 32)
         && is_hex(span_id, 16)
         && is_hex(flags, 2)
         && trace_id.bytes().any(|b| b != b'0')
         && span_id.bytes().any(|b| b != b'0');
-    valid.then_some(*trace_id)
+    valid.then_some(trace_id)
 }
 
 /// Middleware: see the module docs.
@@ -94,6 +115,21 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_written_as_lowercase_hex() {
+        let mut out = [0u8; 8];
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff], &mut out), "000fa0ff");
+    }
+
+    #[test]
+    fn a_new_trace_is_a_valid_traceparent() {
+        let context = TraceContext::root();
+        assert_eq!(context.0.len(), TRACEPARENT_LENGTH);
+        assert_eq!(parse(&context.0), Some(context.trace_id()));
+        assert!(context.0.starts_with("00-") && context.0.ends_with("-01"), "{}", context.0);
+        assert_ne!(TraceContext::root().trace_id(), context.trace_id());
+    }
+
+    #[test]
     fn an_invalid_traceparent_starts_a_new_trace() {
         for bad in [
             "",
@@ -101,6 +137,8 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             let context = TraceContext::continue_from(bad);
             assert!(parse(&context.0).is_some(), "{bad:?} gives a valid new context");
