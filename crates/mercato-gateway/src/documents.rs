@@ -1,25 +1,26 @@
 //! Documents remembered across requests: parsing a GraphQL document (pest) and validating it
 //! cost about a fifth of the CPU of `mercato up` under load, spent again on every request for
-//! the same few texts. [`Documents`] remembers both for one schema, and [`DocumentCache`], an
-//! extension registered innermost by [`crate::schema::build`], uses it for every request the
-//! schema runs: `POST` and `GET /graphql` and WebSocket subscriptions alike.
+//! the same few texts. [`Documents`] remembers both for one schema; the gateway's extension
+//! ([`crate::hooks`]) uses it for every request the schema runs: `POST` and `GET /graphql` and
+//! WebSocket subscriptions alike. [`PersistedQueries`] remembers the texts of automatic
+//! persisted queries by their hash.
 //!
-//! - **Parsed documents**, keyed by the exact text: a request with a non-empty `query` and no
-//!   `persistedQuery` extension (the persisted-queries extension parses those itself) is given
+//! - **Parsed documents**, keyed by the exact text: a request with a non-empty `query` is given
 //!   its parsed document. A text that does not parse is not remembered and is left to
 //!   async-graphql, so its refusal is the one it always was. What checks a parsed document still
-//!   runs on a remembered one: async-graphql's recursion-depth check and the guards'
-//!   `parse_query` (aliases, introspection, mutations over `GET`, [`crate::limits`]).
+//!   runs on a remembered one: async-graphql's recursion-depth check and the guards
+//!   (aliases, introspection, mutations over `GET`, [`crate::limits`]).
 //! - **Validation results**, keyed by (text, operation name), for requests without variables
 //!   only: async-graphql's rules are then a function of the schema, the document and the
 //!   operation name alone, and a success is given back without running them again. The guards
-//!   (an outer extension) still check its depth and complexity against the limits every time.
-//!   With variables the rules always run, since the values change the outcome (a wrongly typed
-//!   value, or the complexity through a connection's `first`). Failures are never remembered.
-//!
-//! Doing this in an extension rather than in [`crate::http`] covers every transport in one place,
-//! and it learns the validation key in the same hook that hands over the document, so the key
-//! is always the text that is executed.
+//!   still check its depth and complexity against the limits every time. With variables the
+//!   rules always run, since the values change the outcome (a wrongly typed value, or the
+//!   complexity through a connection's `first`). Failures are never remembered.
+//! - **Persisted queries** (Apollo's automatic persisted queries, version 1): a request that
+//!   names a `sha256Hash` and no text gets the text remembered under that hash, or
+//!   `PersistedQueryNotFound`; one that sends both has the hash checked and the text
+//!   remembered. Either way the request then goes on as a request with that text, so persisted
+//!   queries share the parsed documents and validations of the texts they stand for.
 //!
 //! Bounds: a parsed document takes 30 to 150 times the bytes of its text (measured on
 //! async-graphql 7.2: 3 KB for the 90-byte `product(id)` query, 850 KB for 8 KiB of bare field
@@ -30,17 +31,17 @@
 //! a client sending ever new documents only churns the cache within these bounds. When an entry
 //! would go over a bound, every entry is dropped: a hot document is parsed again once, which is
 //! cheaper than the bookkeeping of an LRU on every hit, and lookups then need only a read lock.
+//! Persisted texts have bounds of their own, [`PersistedQueries::BOUNDS`].
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
-};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Request, ServerError, ServerResult, ValidationResult};
+use async_graphql::{Request, ServerError, ValidationResult};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// Most parsed documents remembered, and, apart, most validation results.
 pub const MAX_ENTRIES: usize = 1_024;
@@ -120,6 +121,18 @@ impl Documents {
         );
         drop(evicted);
         Some(document)
+    }
+
+    /// Gives `request` the parsed document of its text, remembered or parsed now. Returns the
+    /// key its validation may be remembered under: only for a request without variables, and
+    /// only when it was given the document (see the module docs).
+    pub fn prepare(&self, request: &mut Request) -> Option<ValidationKey> {
+        let document = self.parsed(&request.query)?;
+        request.set_parsed_query(document);
+        request.variables.is_empty().then(|| ValidationKey {
+            text: request.query.clone(),
+            operation: request.operation_name.clone(),
+        })
     }
 
     /// The remembered successful validation of `key`.
@@ -218,72 +231,84 @@ impl<K: Hash + Eq, V: Clone> Entries<K, V> {
     }
 }
 
-/// The extension that hands remembered documents and validations to requests (module docs).
-/// Register it after [`crate::limits::Guards`], so that the guards' limits apply to what it
-/// gives back.
-#[derive(Debug, Clone)]
-pub struct DocumentCache(Arc<Documents>);
-
-impl DocumentCache {
-    pub fn new(documents: Arc<Documents>) -> Self {
-        Self(documents)
-    }
+/// The `persistedQuery` request extension of Apollo's protocol.
+#[derive(Deserialize)]
+struct PersistedQuery {
+    version: i32,
+    #[serde(rename = "sha256Hash")]
+    sha256_hash: String,
 }
 
-impl ExtensionFactory for DocumentCache {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestDocuments { documents: self.0.clone(), validation: OnceLock::new() })
-    }
+/// The texts of automatic persisted queries, by the lowercase hex SHA-256 of the text.
+#[derive(Default)]
+pub struct PersistedQueries {
+    texts: RwLock<Entries<String, Arc<str>>>,
 }
 
-/// [`DocumentCache`] for one request.
-struct RequestDocuments {
-    documents: Arc<Documents>,
-    /// Set when the request's validation may be remembered: no variables, and the document
-    /// handed over is the parse of `text`.
-    validation: OnceLock<ValidationKey>,
-}
+impl PersistedQueries {
+    /// At most 2,048 texts, of at most 64 KiB each (the largest document the gateway takes) and
+    /// 4 MiB in all.
+    pub const BOUNDS: Bounds =
+        Bounds { entries: 2_048, total_text_bytes: 4 * 1024 * 1024, text_bytes: 64 * 1024 };
 
-#[async_trait::async_trait]
-impl Extension for RequestDocuments {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        // A persisted query is parsed by the persisted-queries extension: after it has run, the
-        // request's `query` is empty; before, the request still holds `persistedQuery`.
-        if !request.extensions.contains_key(PERSISTED_QUERY)
-            && let Some(document) = self.documents.parsed(&request.query)
-        {
-            request.set_parsed_query(document);
-            if request.variables.is_empty() {
-                let key = ValidationKey {
-                    text: request.query.clone(),
-                    operation: request.operation_name.clone(),
-                };
-                let _ = self.validation.set(key);
-            }
+    /// Resolves the request's `persistedQuery` extension, if it has one: afterwards the request
+    /// holds the text and no longer the extension. A hash without a text that is not remembered
+    /// gives `PersistedQueryNotFound` (the client then sends the text along); a text whose hash
+    /// is not the one named is refused.
+    pub fn resolve(&self, request: &mut Request) -> Result<(), ServerError> {
+        let Some(value) = request.extensions.remove(PERSISTED_QUERY) else { return Ok(()) };
+        let persisted: PersistedQuery = async_graphql::from_value(value).map_err(|_| {
+            ServerError::new("the persistedQuery extension is not {version, sha256Hash}", None)
+        })?;
+        if persisted.version != 1 {
+            return Err(ServerError::new(
+                format!("only version 1 of persistedQuery is known, not {}", persisted.version),
+                None,
+            ));
         }
-        next.run(ctx, request).await
+        if request.query.is_empty() {
+            let remembered = read(&self.texts).get(persisted.sha256_hash.as_str());
+            count("persisted", if remembered.is_some() { "hit" } else { "miss" });
+            let text =
+                remembered.ok_or_else(|| ServerError::new("PersistedQueryNotFound", None))?;
+            request.query = text.to_string();
+            return Ok(());
+        }
+        let hash = sha256_hex(&request.query);
+        if persisted.sha256_hash != hash {
+            return Err(ServerError::new("the sha256Hash is not the SHA-256 of the query", None));
+        }
+        let bytes = request.query.len();
+        if bytes <= Self::BOUNDS.text_bytes {
+            let text: Arc<str> = request.query.as_str().into();
+            let evicted = write(&self.texts).insert(hash, text, bytes, &Self::BOUNDS);
+            drop(evicted);
+        }
+        Ok(())
     }
 
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let Some(key) = self.validation.get() else {
-            return next.run(ctx).await;
-        };
-        if let Some(result) = self.documents.validated(key) {
-            return Ok(result);
-        }
-        let result = next.run(ctx).await?;
-        self.documents.remember_validation(key.clone(), result);
-        Ok(result)
+    /// How many texts are remembered.
+    pub fn count(&self) -> usize {
+        read(&self.texts).map.len()
     }
+}
+
+impl std::fmt::Debug for PersistedQueries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistedQueries").field("texts", &self.count()).finish()
+    }
+}
+
+/// The lowercase hex SHA-256 of `text`, as Apollo clients send it.
+fn sha256_hex(text: &str) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 #[cfg(test)]
@@ -373,5 +398,68 @@ mod tests {
         let documents = small(0, 0, 1024);
         assert!(documents.parsed("{ __typename }").is_some());
         assert_eq!(documents.document_count(), 0);
+    }
+
+    fn persisted(query: &str, hash: &str) -> Request {
+        let mut request = Request::new(query);
+        let extension = async_graphql::value!({ "version": 1, "sha256Hash": hash });
+        request.extensions.insert(PERSISTED_QUERY.to_owned(), extension);
+        request
+    }
+
+    const TYPENAME: &str = "{ __typename }";
+    // printf '%s' '{ __typename }' | sha256sum
+    const TYPENAME_HASH: &str = "7f56e67dd21ab3f30d1ff8b7bed08893f0a0db86449836189b361dd1e56ddb4b";
+
+    #[test]
+    fn a_persisted_query_is_learned_from_its_text_then_run_by_hash() {
+        let persisted_queries = PersistedQueries::default();
+        let mut unknown = persisted("", TYPENAME_HASH);
+        let error = persisted_queries.resolve(&mut unknown).err().map(|e| e.message);
+        assert_eq!(error.as_deref(), Some("PersistedQueryNotFound"));
+
+        let mut registering = persisted(TYPENAME, TYPENAME_HASH);
+        assert!(persisted_queries.resolve(&mut registering).is_ok());
+        assert_eq!(registering.query, TYPENAME);
+        assert!(registering.extensions.is_empty());
+        assert_eq!(persisted_queries.count(), 1);
+
+        let mut by_hash = persisted("", TYPENAME_HASH);
+        assert!(persisted_queries.resolve(&mut by_hash).is_ok());
+        assert_eq!(by_hash.query, TYPENAME);
+        assert!(by_hash.extensions.is_empty());
+    }
+
+    #[test]
+    fn a_text_under_another_hash_or_a_bad_extension_is_refused_and_not_learned() {
+        let persisted_queries = PersistedQueries::default();
+        let other_hash = "0".repeat(64);
+        assert!(persisted_queries.resolve(&mut persisted(TYPENAME, &other_hash)).is_err());
+        let mut version_2 = persisted(TYPENAME, TYPENAME_HASH);
+        version_2.extensions.insert(
+            PERSISTED_QUERY.to_owned(),
+            async_graphql::value!({ "version": 2, "sha256Hash": TYPENAME_HASH }),
+        );
+        assert!(persisted_queries.resolve(&mut version_2).is_err());
+        let mut malformed = Request::new(TYPENAME);
+        malformed.extensions.insert(PERSISTED_QUERY.to_owned(), async_graphql::value!("x"));
+        assert!(persisted_queries.resolve(&mut malformed).is_err());
+        assert_eq!(persisted_queries.count(), 0);
+
+        // A request without the extension is left as it is.
+        let mut plain = Request::new(TYPENAME);
+        assert!(persisted_queries.resolve(&mut plain).is_ok());
+        assert_eq!(plain.query, TYPENAME);
+    }
+
+    #[test]
+    fn a_request_without_variables_gets_a_validation_key_and_one_with_them_does_not() {
+        let documents = Documents::default();
+        let mut plain = Request::new(TYPENAME).operation_name("A");
+        assert_eq!(documents.prepare(&mut plain), Some(key(TYPENAME, Some("A"))));
+        let variables = async_graphql::Variables::from_json(serde_json::json!({ "x": 1 }));
+        let mut with_variables = Request::new(TYPENAME).variables(variables);
+        assert_eq!(documents.prepare(&mut with_variables), None);
+        assert_eq!(documents.prepare(&mut Request::new("{ nope")), None);
     }
 }

@@ -8,7 +8,8 @@
 //! - [`schema`]: the schema (`schema.graphql`), resolvers and batching loaders.
 //! - [`limits`]: depth, complexity and alias guards, run before anything executes.
 //! - [`documents`]: parsed documents and validation results remembered across requests, so the
-//!   same text is not parsed and validated again on every request.
+//!   same text is not parsed and validated again on every request, and persisted queries.
+//! - [`hooks`]: the one async-graphql extension that runs the last two on every request.
 //! - [`hub`]: the bus tail that feeds subscriptions; [`ws`]: the WebSocket protocols.
 //! - [`http`]: GraphQL over HTTP; [`forward`]: REST forwarding; [`graphiql`]: the browser page.
 
@@ -17,6 +18,7 @@ pub mod documents;
 pub mod errors;
 pub mod forward;
 pub mod graphiql;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -1,24 +1,15 @@
 //! Guards that refuse a document before anything runs (API.md "Limits"): depth, complexity and
-//! alias counts, and mutations sent with `GET`. The document size is checked earlier, on the
-//! HTTP body ([`crate::http`]).
+//! alias counts, introspection when it is off, and mutations sent with `GET`. The document size
+//! is checked earlier, on the HTTP body ([`crate::http`]). The gateway's extension
+//! ([`crate::hooks`]) runs them on every request.
 //!
-//! [`Guards`] also tells the HTTP layer whether a failed request was refused before execution
+//! [`finish`] also tells the HTTP layer whether a failed request was refused before execution
 //! (HTTP 400, no `data`) or failed while running (HTTP 200), and gives every error a code.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-    NextValidation,
-};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{
-    ErrorExtensionValues, Positioned, Response, ServerError, ServerResult, ValidationResult, Value,
-    Variables,
-};
+use async_graphql::{ErrorExtensionValues, Positioned, Response, ServerError, ValidationResult};
 use serde::Deserialize;
 
 use crate::errors::{BAD_USER_INPUT, INTERNAL, LIMIT_EXCEEDED};
@@ -58,38 +49,6 @@ pub const REFUSED_HEADER: &str = "x-mercato-refused";
 /// then sends the whole document).
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 
-#[derive(Debug, Clone)]
-pub struct Guards {
-    limits: Arc<Limits>,
-    introspection: bool,
-}
-
-impl Guards {
-    /// `introspection: false` refuses documents that ask for `__schema` or `__type`.
-    pub fn new(limits: Limits, introspection: bool) -> Self {
-        Self { limits: Arc::new(limits), introspection }
-    }
-}
-
-impl ExtensionFactory for Guards {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Guard {
-            limits: self.limits.clone(),
-            allow_introspection: self.introspection,
-            executed: AtomicBool::new(false),
-            introspection: AtomicBool::new(false),
-        })
-    }
-}
-
-struct Guard {
-    limits: Arc<Limits>,
-    allow_introspection: bool,
-    executed: AtomicBool,
-    /// The document asks only for `__schema`, `__type` and `__typename`.
-    introspection: AtomicBool,
-}
-
 /// The depth an introspection-only document may reach: the standard introspection query
 /// (GraphiQL's, every client generator's) nests 15 deep, and it reads the schema in memory, never
 /// a service, so the complexity limit does not apply to it either.
@@ -111,99 +70,91 @@ fn set_code(error: &mut ServerError, code: &str) {
     error.extensions.get_or_insert_with(ErrorExtensionValues::default).set("code", code);
 }
 
-#[async_trait::async_trait]
-impl Extension for Guard {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        let refused = !self.executed.load(Ordering::Acquire) && response.is_err();
-        let mut unknown_persisted_query = false;
-        for error in &mut response.errors {
-            if has_code(error) {
-                continue;
-            }
-            if error.message == "PersistedQueryNotFound" {
-                unknown_persisted_query = true;
-                set_code(error, PERSISTED_QUERY_NOT_FOUND);
-            } else if refused || error.message.starts_with("Failed to parse") {
-                set_code(error, BAD_USER_INPUT);
-            } else {
-                tracing::warn!(error = %error.message, "a GraphQL error without a code");
-                error.message = "internal error".to_owned();
-                set_code(error, INTERNAL);
-            }
-        }
-        if refused && !unknown_persisted_query {
-            response.data = Value::Null;
-            response.http_headers.insert(REFUSED_HEADER, http::HeaderValue::from_static("1"));
-        }
-        response
-    }
-
-    async fn parse_query(
+impl Limits {
+    /// Checks a parsed document: aliases, introspection when it is off (`allow_introspection`),
+    /// and mutations in a request that came over `GET` (`read_only`). Tells whether the document
+    /// asks only for introspection fields (see [`Limits::check_validation`]).
+    pub fn check_document(
         &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let aliases = count_aliases(&document);
-        if aliases > self.limits.max_aliases {
+        document: &ExecutableDocument,
+        allow_introspection: bool,
+        read_only: bool,
+    ) -> Result<bool, ServerError> {
+        let aliases = count_aliases(document);
+        if aliases > self.max_aliases {
             return Err(limit_exceeded(format!(
                 "the document has {aliases} aliases; at most {} are allowed",
-                self.limits.max_aliases
+                self.max_aliases
             )));
         }
-        self.introspection.store(introspection_only(&document), Ordering::Release);
-        if !self.allow_introspection && asks_for_schema(&document) {
+        if !allow_introspection && asks_for_schema(document) {
             let mut error = ServerError::new("introspection is turned off on this server", None);
             set_code(&mut error, BAD_USER_INPUT);
             return Err(error);
         }
-        if ctx.data_opt::<ReadOnly>().is_some() && has_mutation(&document) {
+        if read_only && has_mutation(document) {
             let mut error = ServerError::new("mutations must be sent with POST", None);
             set_code(&mut error, BAD_USER_INPUT);
             return Err(error);
         }
-        Ok(document)
+        Ok(introspection_only(document))
     }
 
-    async fn validation(
+    /// Checks a validation's depth and complexity. An introspection-only document may nest
+    /// [`INTROSPECTION_DEPTH`] deep, and has no complexity limit.
+    pub fn check_validation(
         &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        let introspection = self.introspection.load(Ordering::Acquire);
-        let max_depth = if introspection {
-            self.limits.max_depth.max(INTROSPECTION_DEPTH)
+        result: &ValidationResult,
+        introspection_only: bool,
+    ) -> Result<(), ServerError> {
+        let max_depth = if introspection_only {
+            self.max_depth.max(INTROSPECTION_DEPTH)
         } else {
-            self.limits.max_depth
+            self.max_depth
         };
         if result.depth > max_depth {
-            return Err(vec![limit_exceeded(format!(
+            return Err(limit_exceeded(format!(
                 "the document is nested {} deep; at most {max_depth} is allowed",
                 result.depth
-            ))]);
+            )));
         }
-        if !introspection && result.complexity > self.limits.max_complexity {
-            return Err(vec![limit_exceeded(format!(
+        if !introspection_only && result.complexity > self.max_complexity {
+            return Err(limit_exceeded(format!(
                 "the document's complexity is {}; at most {} is allowed",
-                result.complexity, self.limits.max_complexity
-            ))]);
+                result.complexity, self.max_complexity
+            )));
         }
-        Ok(result)
+        Ok(())
     }
+}
 
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        self.executed.store(true, Ordering::Release);
-        next.run(ctx, operation_name).await
+/// Gives every error of a finished request a code. A request that failed before it `executed`
+/// was refused: its errors are `BAD_USER_INPUT` unless they carry a code, it gets no `data`, and
+/// [`REFUSED_HEADER`] tells the HTTP layer to answer 400. An unknown persisted query is the
+/// exception: `PERSISTED_QUERY_NOT_FOUND`, answered 200, as Apollo clients expect.
+pub fn finish(mut response: Response, executed: bool) -> Response {
+    let refused = !executed && response.is_err();
+    let mut unknown_persisted_query = false;
+    for error in &mut response.errors {
+        if has_code(error) {
+            continue;
+        }
+        if error.message == "PersistedQueryNotFound" {
+            unknown_persisted_query = true;
+            set_code(error, PERSISTED_QUERY_NOT_FOUND);
+        } else if refused || error.message.starts_with("Failed to parse") {
+            set_code(error, BAD_USER_INPUT);
+        } else {
+            tracing::warn!(error = %error.message, "a GraphQL error without a code");
+            error.message = "internal error".to_owned();
+            set_code(error, INTERNAL);
+        }
     }
+    if refused && !unknown_persisted_query {
+        response.data = async_graphql::Value::Null;
+        response.http_headers.insert(REFUSED_HEADER, http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn has_mutation(document: &ExecutableDocument) -> bool {

@@ -253,10 +253,18 @@ async fn persisted_queries_still_work() {
         let by_hash = post(&gateway, json!({ "extensions": persisted })).await;
         assert_eq!(by_hash.bytes, registered.bytes);
     }
-    // Persisted queries are the persisted-queries extension's to parse and remember.
-    assert_eq!(gateway.documents().document_count(), 0);
+    // A persisted query runs as its text: parsed once, validated once, for both ways of sending.
+    assert_eq!(gateway.documents().document_count(), 1);
+    assert_eq!(gateway.documents().validation_count(), 1);
     assert_eq!(post_query(&gateway, &query).await.bytes, registered.bytes);
     assert_eq!(gateway.documents().document_count(), 1);
+
+    // A text under another hash is refused, and its hash stays unknown.
+    let wrong = json!({ "persistedQuery": { "version": 1, "sha256Hash": "0".repeat(64) } });
+    let refused = post(&gateway, json!({ "query": query, "extensions": wrong })).await;
+    assert_eq!(refused.refused("BAD_USER_INPUT"), "the sha256Hash is not the SHA-256 of the query");
+    let still_unknown = post(&gateway, json!({ "extensions": wrong })).await;
+    assert_eq!(still_unknown.body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND");
 }
 
 #[tokio::test]

@@ -18,18 +18,13 @@ pub mod types;
 use std::sync::Arc;
 
 use async_graphql::Schema;
-use async_graphql::extensions::apollo_persisted_queries::{
-    ApolloPersistedQueries, LruCacheStorage,
-};
 
-use crate::documents::{DocumentCache, Documents};
+use crate::documents::Documents;
+use crate::hooks::GatewayHooks;
 use crate::hub::EventHub;
-use crate::limits::{Guards, Limits};
+use crate::limits::Limits;
 
 pub type GatewaySchema = Schema<query::Query, mutation::Mutation, subscription::Subscription>;
-
-/// How many automatic persisted queries each gateway instance remembers.
-const PERSISTED_QUERIES: usize = 2048;
 
 /// The schema, remembering documents in `documents`, which must be new: validation results are
 /// only true of the schema that computed them.
@@ -39,14 +34,10 @@ pub fn build(
     introspection: bool,
     documents: Arc<Documents>,
 ) -> GatewaySchema {
-    // The first extension registered runs outermost. The document cache comes after the guards,
-    // so they check every validation result it gives back against the limits, and it also
-    // remembers the results they refuse (a refused document is refused quickly next time).
+    // One extension for everything (see `crate::hooks` for why).
     let mut builder = Schema::build(query::Query, mutation::Mutation, subscription::Subscription)
         .data(hub)
-        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
-        .extension(Guards::new(limits, introspection))
-        .extension(DocumentCache::new(documents));
+        .extension(GatewayHooks::new(limits, introspection, documents));
     if !introspection {
         builder = builder.disable_introspection();
     }
