@@ -383,6 +383,23 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn sqlite_is_built_with_the_query_planner_stability_guarantee() -> anyhow::Result<()> {
+        // Without it, statements with a bound LIMIT are prepared again on every execution
+        // (`.cargo/config.toml`).
+        let dir = std::env::temp_dir().join(format!("mercato-store-qpsg-{}", std::process::id()));
+        let db = Database::connect(
+            &format!("sqlite://{}/qpsg.db", dir.display()),
+            &PoolSettings::default(),
+        )?;
+        let options: Vec<String> =
+            sqlx::query_scalar("PRAGMA compile_options").fetch_all(db.pool()).await?;
+        assert!(options.iter().any(|option| option == "ENABLE_QPSG"), "{options:?}");
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
     #[test]
     fn sqlite_urls_create_their_file() {
         let dir = std::env::temp_dir().join(format!("mercato-store-{}", std::process::id()));
