@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mercato_contracts::{Envelope, Event};
-use mercato_store::dialect::{placeholders, value_rows};
+use mercato_store::dialect::{placeholders, power_of_two_chunks, value_rows};
 use mercato_store::sqlx::{self, AnyConnection};
 use mercato_store::{Database, Migrations};
 use tokio::sync::{Notify, watch};
@@ -45,7 +45,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 
 /// Rows per statement of [`Outbox::write_all`]: 5 placeholders each, so a chunk stays far below
 /// every backend's limit on bound parameters (SQLite's is the smallest, 32 766).
-pub const ROWS_PER_INSERT: usize = 100;
+pub const ROWS_PER_INSERT: usize = 64;
 
 /// An event wrapped in its envelope and serialised, ready for [`Outbox::write_all`]; events of
 /// different types can go into one call.
@@ -128,8 +128,9 @@ impl Outbox {
         Ok(event.id)
     }
 
-    /// Records `events` inside the caller's transaction with one multi-row insert (per
-    /// [`ROWS_PER_INSERT`] events); returns their event ids in the order given.
+    /// Records `events` inside the caller's transaction with multi-row inserts of at most
+    /// [`ROWS_PER_INSERT`] rows (of power-of-two sizes: see [`power_of_two_chunks`]); returns
+    /// their event ids in the order given.
     ///
     /// The rows get increasing sequence numbers in the order given (PostgreSQL, SQLite and
     /// MariaDB assign identity and auto-increment values in `VALUES` order, which the backbone
@@ -141,7 +142,7 @@ impl Outbox {
         conn: &mut AnyConnection,
         events: Vec<OutboxEvent>,
     ) -> Result<Vec<String>, sqlx::Error> {
-        for chunk in events.chunks(ROWS_PER_INSERT) {
+        for chunk in power_of_two_chunks(&events, ROWS_PER_INSERT) {
             let text = format!(
                 "INSERT INTO outbox (event_id, subject, aggregate_id, payload, created_at) \
                  VALUES {}",

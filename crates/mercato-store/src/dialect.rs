@@ -59,6 +59,34 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
+/// `rows` split into chunks whose lengths are powers of two, largest first, none longer than
+/// `max` (37 rows, at most 64: 32, 4 and 1), for multi-row statements.
+///
+/// A statement's text depends on its number of rows, and every connection prepares and keeps
+/// each text it runs: with one text per row count, a pool of 16 SQLite connections kept
+/// hundreds of large prepared statements. Powers of two keep it to `log2(max) + 1` texts, for at
+/// most that many statements per call.
+pub fn power_of_two_chunks<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let max = max.max(1);
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let fits = rest.len().min(max);
+        let length = 1 << (usize::BITS - 1 - fits.leading_zeros());
+        let (chunk, after) = rest.split_at(length);
+        rest = after;
+        Some(chunk)
+    })
+}
+
+/// The length an `IN (...)` list of `count` values is padded to (by repeating a value, which
+/// changes nothing): the next power of two, for the reason [`power_of_two_chunks`] gives.
+pub fn padded_len(count: usize) -> usize {
+    count.max(1).next_power_of_two()
+}
+
 /// The escape character used by [`like_contains`]; queries write `LIKE $1 ESCAPE '!'`.
 ///
 /// `!` rather than a backslash because MySQL and PostgreSQL disagree on backslashes in literals.
@@ -83,6 +111,30 @@ pub fn like_contains(needle: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_split_into_power_of_two_chunks_largest_first() {
+        let lengths = |count: usize, max| -> Vec<usize> {
+            let rows: Vec<usize> = (0..count).collect();
+            let chunks: Vec<&[usize]> = power_of_two_chunks(&rows, max).collect();
+            assert_eq!(chunks.concat(), rows, "every row once, in order");
+            chunks.iter().map(|chunk| chunk.len()).collect()
+        };
+        assert_eq!(lengths(0, 64), Vec::<usize>::new());
+        assert_eq!(lengths(1, 64), vec![1]);
+        assert_eq!(lengths(37, 64), vec![32, 4, 1]);
+        assert_eq!(lengths(64, 64), vec![64]);
+        assert_eq!(lengths(150, 64), vec![64, 64, 16, 4, 2]);
+        // A bound that is not a power of two is rounded down.
+        assert_eq!(lengths(100, 100), vec![64, 32, 4]);
+        assert_eq!(lengths(3, 0), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn in_lists_pad_to_the_next_power_of_two() {
+        let padded: Vec<usize> = [0, 1, 2, 3, 5, 64, 65].into_iter().map(padded_len).collect();
+        assert_eq!(padded, vec![1, 1, 2, 4, 8, 64, 128]);
+    }
 
     #[test]
     fn placeholder_lists_and_value_rows_are_numbered_in_order() {
