@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::db;
+use crate::placing::Placer;
 use crate::replication::Replication;
 use crate::saga::{self, Saga};
 use crate::waiters::Waiters;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub(crate) outbox: Outbox,
     pub(crate) verifier: TokenVerifier,
     pub(crate) waiters: Waiters,
+    pub(crate) placer: Placer,
 }
 
 impl FromRef<AppState> for TokenVerifier {
@@ -65,9 +67,12 @@ impl OrdersService {
             .migrate(&mercato_bus::MIGRATIONS)
             .await
             .context("migrating the orders database's outbox and inbox")?;
+        // One outbox, so that the placer's commits wake the relay that publishes it.
+        let outbox = Outbox::new(database.clone());
         Ok(Self {
             state: AppState {
-                outbox: Outbox::new(database.clone()),
+                placer: Placer::start(database.clone(), outbox.clone()),
+                outbox,
                 db: database,
                 verifier,
                 waiters: Waiters::default(),
@@ -96,6 +101,11 @@ impl OrdersService {
     /// The handler that keeps the user and catalog replicas.
     pub fn replication(&self) -> Replication {
         Replication::new(self.state.db.clone(), self.state.outbox.clone())
+    }
+
+    /// The group commit of placements (its counts are for tests and metrics).
+    pub fn placer(&self) -> Placer {
+        self.state.placer.clone()
     }
 
     /// Requests held by `Prefer: wait`.

@@ -8,6 +8,8 @@
 //! - [`app`]: [`OrdersService`], assembled from a [`mercato_store::Database`] and a token
 //!   verifier; its two consumers (saga answers, replicas) and shared handler state.
 //! - [`order`]: the order aggregate and its state machine, with checked transitions.
+//! - [`placing`]: group commit of placements: orders placed at the same moment share one
+//!   transaction.
 //! - [`saga`]: [`saga::Saga`], which applies the products service's answers.
 //! - [`replication`]: [`replication::Replication`], the users and catalog replicas from their
 //!   events; a deleted user's tokens are refused and their open orders cancelled.
@@ -24,6 +26,7 @@ pub mod db;
 pub mod fields;
 pub mod http;
 pub mod order;
+pub mod placing;
 pub mod replication;
 pub mod saga;
 pub mod waiters;

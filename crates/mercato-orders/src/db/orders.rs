@@ -3,6 +3,7 @@
 use mercato_platform::money::Money;
 use mercato_platform::time::Timestamp;
 use mercato_store::Database;
+use mercato_store::dialect::{power_of_two_chunks, value_rows};
 use mercato_store::sqlx::{self, AnyConnection, FromRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -110,36 +111,48 @@ fn stored_rejection(order: &Order) -> Option<String> {
     })
 }
 
-#[tracing::instrument(skip_all, fields(order_id = %order.id))]
-pub async fn insert(
+/// Rows per multi-row `INSERT` of [`insert_all`]: 16 columns each, well under every backend's
+/// limit of bound parameters.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts new `orders` with multi-row `INSERT`s of at most [`ROWS_PER_INSERT`] rows (of
+/// power-of-two sizes: see [`power_of_two_chunks`]).
+#[tracing::instrument(skip_all, fields(orders = orders.len()))]
+pub async fn insert_all(
     db: &Database,
     conn: &mut AnyConnection,
-    order: &Order,
+    orders: &[&Order],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(db.sql(
-        "INSERT INTO orders (id, user_id, status, items, total_cents, shipping_address, \
-         payment_method, rejection_reason, last_update_rejection, version, awaiting_version, \
-         previous_items, previous_total_cents, stock_released, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    ))
-    .bind(order.id.to_string())
-    .bind(order.user_id.to_string())
-    .bind(order.status.as_str())
-    .bind(json(&order.items))
-    .bind(order.total.map(Money::cents))
-    .bind(order.shipping_address.as_ref().map(json))
-    .bind(order.payment_method.as_deref())
-    .bind(order.rejection_reason.as_deref())
-    .bind(stored_rejection(order))
-    .bind(order.version)
-    .bind(order.awaiting_version)
-    .bind(order.previous.as_ref().map(|previous| json(&previous.items)))
-    .bind(order.previous.as_ref().and_then(|previous| previous.total).map(Money::cents))
-    .bind(i16::from(order.stock_released))
-    .bind(order.created_at.millis())
-    .bind(order.updated_at.millis())
-    .execute(conn)
-    .await?;
+    for chunk in power_of_two_chunks(orders, ROWS_PER_INSERT) {
+        let text = format!(
+            "INSERT INTO orders (id, user_id, status, items, total_cents, shipping_address, \
+             payment_method, rejection_reason, last_update_rejection, version, awaiting_version, \
+             previous_items, previous_total_cents, stock_released, created_at, updated_at) \
+             VALUES {}",
+            value_rows(chunk.len(), 16)
+        );
+        let mut insert = sqlx::query(db.sql_owned(text));
+        for order in chunk {
+            insert = insert
+                .bind(order.id.to_string())
+                .bind(order.user_id.to_string())
+                .bind(order.status.as_str())
+                .bind(json(&order.items))
+                .bind(order.total.map(Money::cents))
+                .bind(order.shipping_address.as_ref().map(json))
+                .bind(order.payment_method.clone())
+                .bind(order.rejection_reason.clone())
+                .bind(stored_rejection(order))
+                .bind(order.version)
+                .bind(order.awaiting_version)
+                .bind(order.previous.as_ref().map(|previous| json(&previous.items)))
+                .bind(order.previous.as_ref().and_then(|previous| previous.total).map(Money::cents))
+                .bind(i16::from(order.stock_released))
+                .bind(order.created_at.millis())
+                .bind(order.updated_at.millis());
+        }
+        insert.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use mercato_store::Database;
+use mercato_store::dialect::{padded_len, placeholders};
 use mercato_store::sqlx::{self, AnyConnection};
 use uuid::Uuid;
 
@@ -155,23 +156,24 @@ pub async fn deleted_and_names(
     user_ids: &[Uuid],
     product_ids: &[Uuid],
 ) -> Result<(HashSet<Uuid>, HashMap<Uuid, String>), sqlx::Error> {
-    let placeholders = |from: usize, count: usize| -> String {
-        (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-    };
+    // Lists padded to powers of two (repeating their last id): a few statement texts, not one
+    // per combination of lengths (see `padded_len`).
+    let users = padded(user_ids);
+    let products = padded(product_ids);
     let mut parts = vec![format!(
         "SELECT 'u' AS kind, user_id AS id, '' AS name FROM known_users \
          WHERE user_id IN ({}) AND deleted <> 0",
-        placeholders(1, user_ids.len())
+        placeholders(1, users.len())
     )];
-    if !product_ids.is_empty() {
+    if !products.is_empty() {
         parts.push(format!(
             "SELECT 'p' AS kind, product_id AS id, name FROM catalog WHERE product_id IN ({})",
-            placeholders(user_ids.len() + 1, product_ids.len())
+            placeholders(users.len() + 1, products.len())
         ));
     }
     let mut query =
         sqlx::query_as::<_, (String, String, String)>(db.sql_owned(parts.join(" UNION ALL ")));
-    for id in user_ids.iter().chain(product_ids) {
+    for id in users.iter().chain(&products) {
         query = query.bind(id.to_string());
     }
     let mut deleted = HashSet::new();
@@ -187,6 +189,15 @@ pub async fn deleted_and_names(
     Ok((deleted, names))
 }
 
+/// `ids` with its last id repeated up to [`padded_len`]; empty stays empty.
+fn padded(ids: &[Uuid]) -> Vec<Uuid> {
+    let mut padded = ids.to_vec();
+    if let Some(&last) = ids.last() {
+        padded.resize(padded_len(ids.len()), last);
+    }
+    padded
+}
+
 /// The replica's names of `product_ids` (those it has seen).
 pub async fn names(
     db: &Database,
@@ -196,13 +207,13 @@ pub async fn names(
     if product_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let placeholders: Vec<String> = (1..=product_ids.len()).map(|i| format!("${i}")).collect();
+    let products = padded(product_ids);
     let text = format!(
         "SELECT product_id, name FROM catalog WHERE product_id IN ({})",
-        placeholders.join(", ")
+        placeholders(1, products.len())
     );
     let mut query = sqlx::query_as::<_, (String, String)>(db.sql_owned(text));
-    for id in product_ids {
+    for id in &products {
         query = query.bind(id.to_string());
     }
     let rows = query.fetch_all(conn).await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mercato_contracts::{OrderCancelled, OrderDelivered, OrderPlaced, OrderShipped, OrderUpdated};
+use mercato_contracts::{OrderCancelled, OrderDelivered, OrderShipped, OrderUpdated};
 use mercato_platform::ApiError;
 use mercato_platform::auth::Caller;
 use mercato_platform::extract::{Json, Path, Query};
@@ -33,6 +33,7 @@ use crate::fields;
 use crate::http::preferences;
 use crate::http::{Signed, deleted_first, refuse_if_deleted};
 use crate::order::{Address, Order, Refusal, Status, UpdateRejection};
+use crate::placing::{self, OrderToPlace};
 use crate::waiters::Armed;
 
 /// One line of an order as clients see it.
@@ -92,32 +93,34 @@ pub(crate) async fn present(
 
 /// Client views of `orders`, naming unpriced lines from `names`.
 fn views(orders: Vec<Order>, names: &HashMap<Uuid, String>) -> Vec<OrderResponse> {
-    orders
-        .into_iter()
-        .map(|order| OrderResponse {
-            id: order.id,
-            user_id: order.user_id,
-            status: order.status,
-            items: order
-                .items
-                .iter()
-                .map(|line| ItemResponse {
-                    product_id: line.product_id,
-                    quantity: line.quantity,
-                    unit_price: line.unit_price(),
-                    name: line.name.clone().or_else(|| names.get(&line.product_id).cloned()),
-                })
-                .collect(),
-            total: order.total,
-            shipping_address: order.shipping_address,
-            payment_method: order.payment_method,
-            rejection_reason: order.rejection_reason,
-            last_update_rejection: order.last_update_rejection,
-            version: order.version,
-            created_at: order.created_at,
-            updated_at: order.updated_at,
-        })
-        .collect()
+    orders.into_iter().map(|order| view(order, names)).collect()
+}
+
+/// The client view of `order`, naming unpriced lines from `names`.
+pub(crate) fn view(order: Order, names: &HashMap<Uuid, String>) -> OrderResponse {
+    OrderResponse {
+        id: order.id,
+        user_id: order.user_id,
+        status: order.status,
+        items: order
+            .items
+            .iter()
+            .map(|line| ItemResponse {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                unit_price: line.unit_price(),
+                name: line.name.clone().or_else(|| names.get(&line.product_id).cloned()),
+            })
+            .collect(),
+        total: order.total,
+        shipping_address: order.shipping_address,
+        payment_method: order.payment_method,
+        rejection_reason: order.rejection_reason,
+        last_update_rejection: order.last_update_rejection,
+        version: order.version,
+        created_at: order.created_at,
+        updated_at: order.updated_at,
+    }
 }
 
 async fn present_one(state: &AppState, order: Order) -> Result<OrderResponse, ApiError> {
@@ -415,49 +418,40 @@ pub(crate) async fn place(
         }
     }
     let wait = preferences::wait(headers);
-    let now = Timestamp::now();
     let order = Order::place(
         placement.user_id,
         placement.items,
         placement.shipping_address,
         placement.payment_method,
-        now,
+        Timestamp::now(),
     );
-    let mut tx = state.db.begin().await?;
-    // One read of the replicas: is either account deleted, and the products' names.
-    let products: Vec<Uuid> = order.items.iter().map(|line| line.product_id).collect();
-    let users = [caller.user_id, order.user_id];
-    let (deleted, names) =
-        replicas::deleted_and_names(&state.db, &mut tx, &users, &products).await?;
-    if deleted.contains(&caller.user_id) {
-        return Err(ApiError::invalid_token("the account of this token was deleted"));
-    }
-    if deleted.contains(&order.user_id) {
-        return Err(ApiError::invalid_field("userId", "names a deleted account"));
-    }
-    let view = views(vec![order.clone()], &names).pop().ok_or_else(not_found)?;
-    orders::insert(&state.db, &mut tx, &order).await?;
-    let event = OrderPlaced {
-        order_id: order.id,
-        user_id: order.user_id,
-        order_version: order.version,
-        items: order.order_lines(),
-    };
-    state.outbox.write(&mut tx, event, now.millis(), Some(trace.0)).await?;
-    if let Some(idempotency) = &idempotency
-        && !idempotency.record(state, &mut tx, caller.user_id, StatusCode::CREATED, &view).await?
-    {
-        drop(tx);
-        return idempotency.winner(state, caller.user_id).await;
-    }
     // Listening for the saga before the order exists for it: the held answer needs no first read.
-    let armed = wait.map(|_| state.waiters.arm(order.id));
-    tx.commit().await?;
-    state.outbox.notify();
-    metrics::counter!("orders_placed_total").increment(1);
-    tracing::info!(order_id = %order.id, user_id = %order.user_id, lines = order.items.len(), "order placed");
+    let armed = wait.map(|_| (state.waiters.arm(order.id), order.clone()));
     let order_id = order.id;
-    let armed = armed.map(|armed| (armed, order));
+    let user_id = order.user_id;
+    let lines = order.items.len();
+    let placement = OrderToPlace { order, caller: caller.user_id, traceparent: trace.0 };
+    let view = match &idempotency {
+        None => state.placer.place(placement).await?,
+        Some(idempotency) => {
+            // A transaction of its own: losing the race for the key spoils it (crate::placing).
+            let mut tx = state.db.begin().await?;
+            let placed = placing::write(&state.db, &state.outbox, &mut tx, &[placement]).await?;
+            let view = placed.into_iter().next().ok_or_else(not_found)??;
+            if !idempotency
+                .record(state, &mut tx, caller.user_id, StatusCode::CREATED, &view)
+                .await?
+            {
+                drop(tx);
+                return idempotency.winner(state, caller.user_id).await;
+            }
+            tx.commit().await?;
+            state.outbox.notify();
+            view
+        }
+    };
+    metrics::counter!("orders_placed_total").increment(1);
+    tracing::info!(%order_id, %user_id, lines, "order placed");
     let placed = |order: &Order| order.status != Status::Pending;
     let view = held(state, order_id, wait, placed, view, armed).await;
     if let (Some(idempotency), Some(_)) = (&idempotency, wait) {

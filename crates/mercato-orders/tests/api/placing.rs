@@ -588,3 +588,142 @@ backend_tests! {
         assert_eq!(app.list_as(&app.admin, "").await, json!({"items": [], "nextCursor": null}));
     }
 }
+
+/// Placements sent at once, each with its own product and quantity, so that an answer given to
+/// the wrong caller shows: `(caller, product, quantity)` per request.
+fn concurrent_requests(app: &TestApp, count: i64) -> Vec<(Account, Uuid, i64)> {
+    (1..=count)
+        .map(|quantity| {
+            let who = if quantity % 2 == 0 { app.alice.clone() } else { app.bob.clone() };
+            (who, Uuid::now_v7(), quantity)
+        })
+        .collect()
+}
+
+/// Sends every request at once; the answers in the order of `requests`.
+async fn place_all(app: &TestApp, requests: &[(Account, Uuid, i64)]) -> Vec<Value> {
+    let sends = requests.iter().map(|(who, product, quantity)| async move {
+        let response = app
+            .post_json("/api/orders", &order_body(&[(*product, *quantity)]), Some(&who.token))
+            .await;
+        json_body(response, StatusCode::CREATED).await
+    });
+    futures::future::join_all(sends).await
+}
+
+/// Each answer is the caller's own order, stored once with its one `order.placed`.
+async fn assert_each_placed_once(
+    app: &TestApp,
+    requests: &[(Account, Uuid, i64)],
+    answers: &[Value],
+) {
+    let mut ids = Vec::new();
+    for ((who, product, quantity), placed) in requests.iter().zip(answers) {
+        assert_eq!(placed["userId"], json!(who.id), "{placed}");
+        assert_eq!(placed["items"][0]["productId"], json!(product), "{placed}");
+        assert_eq!(placed["items"][0]["quantity"], json!(quantity), "{placed}");
+        assert_eq!(placed["status"], "pending");
+        assert_eq!(app.order(who, id_of(placed)).await["items"], placed["items"]);
+        ids.push(id_of(placed));
+    }
+    let count = i64::try_from(requests.len()).expect("a small count");
+    assert_eq!(app.order_count().await, count);
+    let events = app.outbox_events::<OrderPlaced>().await;
+    assert_eq!(events.len(), requests.len(), "one order.placed per order");
+    for event in &events {
+        let id: Uuid = serde_json::from_value(event["orderId"].clone()).expect("an order id");
+        let index =
+            ids.iter().position(|placed| *placed == id).expect("the event of a placed order");
+        assert_eq!(event["userId"], answers[index]["userId"]);
+        assert_eq!(event["items"][0]["quantity"], json!(requests[index].2));
+    }
+}
+
+backend_tests! {
+    async fn concurrent_placements_each_get_their_own_order(db) {
+        let app = spawn_app(db).await;
+        let requests = concurrent_requests(&app, 40);
+        let answers = place_all(&app, &requests).await;
+        assert_each_placed_once(&app, &requests, &answers).await;
+    }
+
+    async fn one_transaction_of_placements_decides_each_alone(db) {
+        use mercato_orders::order::Order;
+        use mercato_orders::placing::{self, OrderToPlace};
+        use mercato_platform::time::Timestamp;
+
+        let app = spawn_app(db).await;
+        let carol = Uuid::now_v7();
+        app.replicate(&user_deleted(carol)).await.expect("applied");
+        let product = Uuid::now_v7();
+        let to_place = |caller: Uuid, user: Uuid| OrderToPlace {
+            order: Order::place(
+                user,
+                vec![mercato_contracts::OrderLine { product_id: product, quantity: 1 }],
+                None,
+                None,
+                Timestamp::now(),
+            ),
+            caller,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+        };
+        let placements = [
+            to_place(app.alice.id, app.alice.id),
+            to_place(carol, carol),
+            to_place(app.admin.id, carol),
+            to_place(app.bob.id, app.bob.id),
+        ];
+        let mut tx = app.database.begin().await.expect("a transaction");
+        let placed = placing::write(&app.database, &app.service.outbox(), &mut tx, &placements)
+            .await
+            .expect("written");
+        tx.commit().await.expect("committed");
+
+        let codes: Vec<Result<Uuid, &str>> = placed
+            .iter()
+            .map(|one| one.as_ref().map(|view| view.id).map_err(|error| error.code()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                Ok(placements[0].order.id),
+                Err("invalid_token"),
+                Err("validation_failed"),
+                Ok(placements[3].order.id),
+            ]
+        );
+        assert_eq!(app.order_count().await, 2, "only the accepted orders are stored");
+        let events = app.outbox_events::<OrderPlaced>().await;
+        let ids: Vec<Value> = events.iter().map(|event| event["orderId"].clone()).collect();
+        assert_eq!(ids, vec![json!(placements[0].order.id), json!(placements[3].order.id)]);
+        assert_eq!(app.order(&app.alice, placements[0].order.id).await["status"], "pending");
+    }
+}
+
+/// Placements that wait while the orders file's writer is busy are written together, in one
+/// transaction, when it is free: not one transaction each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placements_that_queue_share_one_transaction() {
+    let Some(db) = mercato_testkit::TestDatabase::create(mercato_testkit::Backend::Sqlite).await
+    else {
+        return;
+    };
+    let app = spawn_app(db).await;
+    let placer = app.service.placer();
+    let requests = concurrent_requests(&app, 12);
+    // Another writer holds the file: the placer's first transaction waits for it.
+    let busy = app.database.begin().await.expect("the write turn");
+    let answers = place_all(&app, &requests);
+    let release = async {
+        wait_until("every placement is queued or taken", Duration::from_secs(10), || async {
+            (placer.waiting() as u64 + placer.taken() == 12).then_some(())
+        })
+        .await;
+        drop(busy);
+    };
+    let (answers, ()) = tokio::join!(answers, release);
+    assert_each_placed_once(&app, &requests, &answers).await;
+    assert_eq!(placer.taken(), 12);
+    // The first transaction took what was there when it started; the second took all the rest.
+    assert!(placer.transactions() <= 2, "{} transactions for 12 placements", placer.transactions());
+}

@@ -140,6 +140,17 @@ pub(crate) async fn until_held(app: &TestApp) {
     .await;
 }
 
+/// Until a placement sent with `Prefer: wait` is held and its order committed (the request
+/// listens for the saga before its order is written); the `order.placed` events.
+pub(crate) async fn until_placed_and_held(app: &TestApp) -> Vec<Value> {
+    until_held(app).await;
+    wait_until("the held placement is committed", Duration::from_secs(10), || async {
+        let placed = app.outbox_events::<OrderPlaced>().await;
+        (!placed.is_empty()).then_some(placed)
+    })
+    .await
+}
+
 /// The answer of a request sent with [`send_in_background`], which must come within
 /// [`PROMPTLY`].
 pub(crate) async fn answered(
@@ -460,8 +471,7 @@ backend_tests! {
             Some(order_body(&[(product, 2)])),
             vec![("Prefer", "wait=30")],
         );
-        until_held(&app).await;
-        let placed = app.outbox_events::<OrderPlaced>().await;
+        let placed = until_placed_and_held(&app).await;
         assert_eq!(placed.len(), 1);
         let order = Uuid::parse_str(&text(&placed[0]["orderId"])).expect("an order id");
         assert_eq!(applied(&app, &reserved(order, 1, &[(product, 2, "4.25")])).await, settled_confirmed());
@@ -536,8 +546,7 @@ mercato_testkit::backend_tests! {
             Some(order_body(&[(product, 1)])),
             vec![("Prefer", "wait=30")],
         );
-        until_held(&app).await;
-        let placed = app.outbox_events::<OrderPlaced>().await;
+        let placed = until_placed_and_held(&app).await;
         let order = Uuid::parse_str(&text(&placed[0]["orderId"])).expect("an order id");
         // The owner cancels from another request: the order has left `pending`.
         let response = app.delete(&format!("/api/orders/{order}"), Some(&app.alice.token)).await;
@@ -579,8 +588,7 @@ backend_tests! {
             Some(order_body(&[(product, 1)])),
             vec![("Prefer", "wait=30")],
         );
-        until_held(&app).await;
-        let placed = app.outbox_events::<OrderPlaced>().await;
+        let placed = until_placed_and_held(&app).await;
         let order = Uuid::parse_str(&text(&placed[0]["orderId"])).expect("an order id");
 
         // The second instance's consumer applies the answer, as `TestApp::answer` does, and
