@@ -6,7 +6,9 @@
 //! acked only after the commit; a crash before it makes the bus deliver again, and the inbox
 //! makes that harmless.
 //!
-//! A batch shares one transaction. When any event of it fails, the batch is rolled back and its
+//! A batch shares one transaction, and a handler may apply its new events together with fewer
+//! statements ([`Handler::handle_many`]) or decline, and have them applied one by one. When any
+//! event of it fails, the batch is rolled back and its
 //! events are applied one per transaction, so one failing event cannot hold back the others. A
 //! failing event is delivered again with backoff ([`HandlerError::Retry`]) until it has been tried
 //! `max_attempts` times, or at once ([`HandlerError::Reject`], or an event that cannot even be
@@ -49,6 +51,15 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// What [`Handler::handle_many`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// Every event is applied.
+    Applied,
+    /// Nothing was written: the consumer applies the events one by one with [`Handler::handle`].
+    Declined,
+}
+
 /// Applies events of one purpose inside the consumer's transaction.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -58,6 +69,18 @@ pub trait Handler: Send + Sync + 'static {
         conn: &mut AnyConnection,
         event: &Envelope<Value>,
     ) -> Result<(), HandlerError>;
+
+    /// Applies several new events (two or more, inbox rows written) at once, with fewer
+    /// statements than one by one but exactly the outcome of [`Handler::handle`] applied to each
+    /// in order; or declines, having written nothing. An error rolls the batch back, as from
+    /// `handle`. By default every batch is declined.
+    async fn handle_many(
+        &self,
+        _conn: &mut AnyConnection,
+        _events: &[&Envelope<Value>],
+    ) -> Result<Batch, HandlerError> {
+        Ok(Batch::Declined)
+    }
 }
 
 /// A consumer's name, subjects and retry policy.
@@ -325,21 +348,34 @@ impl Consumer {
         } else {
             record_batch_in_inbox(&self.db, &mut tx, &self.config.name, events).await?
         };
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (event, fresh) in events.iter().zip(fresh) {
-            if !fresh {
-                outcomes.push(Outcome::Duplicate);
-                continue;
+        let outcomes: Vec<Outcome> = fresh
+            .iter()
+            .map(|&fresh| if fresh { Outcome::Applied } else { Outcome::Duplicate })
+            .collect();
+        let new: Vec<&Envelope<Value>> = events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Outcome::Applied))
+            .map(|(event, _)| event)
+            .collect();
+        let together = if new.len() > 1 {
+            let span =
+                tracing::info_span!("consume", consumer = %self.config.name, events = new.len());
+            self.handler.handle_many(&mut tx, &new).instrument(span).await?
+        } else {
+            Batch::Declined
+        };
+        if together == Batch::Declined {
+            for event in new {
+                let span = tracing::info_span!(
+                    "consume",
+                    consumer = %self.config.name,
+                    event_type = %event.event_type,
+                    event_id = %event.id,
+                    traceparent = event.traceparent.as_deref().unwrap_or(""),
+                );
+                self.handler.handle(&mut tx, event).instrument(span).await?;
             }
-            let span = tracing::info_span!(
-                "consume",
-                consumer = %self.config.name,
-                event_type = %event.event_type,
-                event_id = %event.id,
-                traceparent = event.traceparent.as_deref().unwrap_or(""),
-            );
-            self.handler.handle(&mut tx, event).instrument(span).await?;
-            outcomes.push(Outcome::Applied);
         }
         tx.commit().await?;
         if let Some(outbox) = &self.outbox {

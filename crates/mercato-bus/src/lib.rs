@@ -33,5 +33,5 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 pub use bus::{BusError, EventBus};
-pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError};
+pub use consumer::{Batch, Consumer, ConsumerConfig, Handler, HandlerError};
 pub use outbox::{MIGRATIONS, Outbox, OutboxEvent, Relay, RelaySettings};
