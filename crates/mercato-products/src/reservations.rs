@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use mercato_bus::Outbox;
-use mercato_bus::consumer::{Handler, HandlerError};
+use mercato_bus::consumer::{Batch, Handler, HandlerError};
 use mercato_bus::outbox::OutboxEvent;
 use mercato_contracts::{
     Envelope, Event, InventoryChangeReason, InventoryRejected, InventoryReleased,
@@ -86,6 +86,56 @@ impl Handler for Reservations {
         tracing::debug!(event_id = %event.id, ?outcome, "order event applied");
         Ok(())
     }
+
+    /// New placements are reserved together ([`Reservations::reserve_placements`]); any other
+    /// batch is declined and applied one by one.
+    async fn handle_many(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&Envelope<Value>],
+    ) -> Result<Batch, HandlerError> {
+        let Some(placements) = placements(events) else { return Ok(Batch::Declined) };
+        let Some(outcomes) = self.reserve_placements(conn, &placements).await? else {
+            return Ok(Batch::Declined);
+        };
+        for outcome in &outcomes {
+            let result = if *outcome == Outcome::Reserved { "reserved" } else { "rejected" };
+            metrics::counter!("products_reservations_total", "result" => result).increment(1);
+        }
+        tracing::debug!(placements = outcomes.len(), "placements applied together");
+        Ok(Batch::Applied)
+    }
+}
+
+/// An `order.placed` as [`Reservations::reserve_placements`] takes it.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub order_id: Uuid,
+    pub version: i64,
+    pub items: Vec<OrderLine>,
+    pub trace: Option<String>,
+}
+
+/// The batch as placements, when it is only well-formed `order.placed` events of distinct orders.
+fn placements(events: &[&Envelope<Value>]) -> Option<Vec<Placement>> {
+    let mut orders = BTreeSet::new();
+    let mut placements = Vec::with_capacity(events.len());
+    for event in events {
+        if event.event_type != OrderPlaced::TYPE {
+            return None;
+        }
+        let data = OrderPlaced::deserialize(&event.data).ok()?;
+        if !orders.insert(data.order_id) || wanted_units(&data.items).is_err() {
+            return None;
+        }
+        placements.push(Placement {
+            order_id: data.order_id,
+            version: data.order_version,
+            items: data.items,
+            trace: event.traceparent.clone(),
+        });
+    }
+    Some(placements)
 }
 
 /// An order event as this service reads it.
@@ -151,6 +201,123 @@ fn wanted_units(items: &[OrderLine]) -> Result<BTreeMap<Uuid, i64>, HandlerError
 impl Reservations {
     pub fn new(db: Database, outbox: Outbox) -> Self {
         Self { db, outbox }
+    }
+
+    /// Reserves new placements (distinct orders, well-formed lines) together, with exactly the
+    /// outcome of reserving them one by one in order, in a handful of statements: the orders'
+    /// rows, every product involved locked at once (in id order), the decisions made in memory
+    /// against the stock as each order before it left it, then one stock update, one insert of
+    /// lines, of order rows and of events. `None`, having written nothing, when any of the
+    /// orders was seen before (a cancel that overtook it, a duplicate): those take the one-by-one
+    /// path.
+    pub async fn reserve_placements(
+        &self,
+        conn: &mut AnyConnection,
+        placements: &[Placement],
+    ) -> Result<Option<Vec<Outcome>>, HandlerError> {
+        let db = &self.db;
+        let order_ids: Vec<Uuid> = placements.iter().map(|one| one.order_id).collect();
+        if !holds::find_existing(db, conn, &order_ids).await?.is_empty() {
+            return Ok(None);
+        }
+        let mut wanted = Vec::with_capacity(placements.len());
+        for one in placements {
+            wanted.push(wanted_units(&one.items)?);
+        }
+        let involved: Vec<Uuid> = wanted
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let locked: BTreeMap<Uuid, Product> = products::find_many(db, conn, &involved, true)
+            .await?
+            .into_iter()
+            .map(|product| (product.id, product))
+            .collect();
+        let mut stock: BTreeMap<Uuid, i64> =
+            locked.values().map(|product| (product.id, product.stock)).collect();
+        let now = Timestamp::now();
+        let mut outcomes = Vec::with_capacity(placements.len());
+        let mut deltas: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut rows = Vec::with_capacity(placements.len());
+        let mut lines = Vec::new();
+        let mut events = Vec::new();
+        for (one, wanted) in placements.iter().zip(&wanted) {
+            // As `reserve` decides for an order that holds nothing, against the stock the
+            // orders before it in the batch left.
+            let refusal = wanted.iter().find_map(|(product_id, quantity)| {
+                let reason = match locked.get(product_id) {
+                    None => RejectionReason::UnknownProduct,
+                    Some(product) if !product.active => RejectionReason::ProductUnavailable,
+                    Some(product) if *quantity > stock[&product.id] => {
+                        RejectionReason::InsufficientStock
+                    }
+                    Some(_) => return None,
+                };
+                Some((reason, *product_id))
+            });
+            if let Some((reason, product_id)) = refusal {
+                rows.push((
+                    one.order_id,
+                    Hold { version: one.version, state: HoldState::Rejected },
+                ));
+                let event = InventoryRejected {
+                    order_id: one.order_id,
+                    order_version: one.version,
+                    reason,
+                    product_id: Some(product_id),
+                };
+                events.push(OutboxEvent::new(event, now.millis(), one.trace.clone())?);
+                outcomes.push(Outcome::Rejected { reason, product_id: Some(product_id) });
+                continue;
+            }
+            for (product_id, quantity) in wanted {
+                let left = stock.entry(*product_id).or_default();
+                *left -= quantity;
+                *deltas.entry(*product_id).or_default() -= quantity;
+                lines.push((one.order_id, *product_id, *quantity));
+                let event = InventoryUpdated {
+                    product_id: *product_id,
+                    stock: *left,
+                    delta: -quantity,
+                    reason: InventoryChangeReason::Reservation,
+                };
+                events.push(OutboxEvent::new(event, now.millis(), one.trace.clone())?);
+            }
+            rows.push((one.order_id, Hold { version: one.version, state: HoldState::Held }));
+            let priced = one
+                .items
+                .iter()
+                .filter_map(|line| {
+                    let product = locked.get(&line.product_id)?;
+                    Some(PricedLine {
+                        product_id: line.product_id,
+                        quantity: line.quantity,
+                        unit_price: product.price.to_string(),
+                        name: product.name.clone(),
+                    })
+                })
+                .collect();
+            let event = InventoryReserved {
+                order_id: one.order_id,
+                order_version: one.version,
+                items: priced,
+            };
+            events.push(OutboxEvent::new(event, now.millis(), one.trace.clone())?);
+            outcomes.push(Outcome::Reserved);
+        }
+        if !products::add_stock_many(db, conn, &deltas, now).await? {
+            return Err(HandlerError::Retry(anyhow::anyhow!(
+                "the stock of {:?} moved while it was locked",
+                deltas.keys().collect::<Vec<_>>()
+            )));
+        }
+        holds::insert_lines_many(db, conn, &lines).await?;
+        holds::insert_many(db, conn, &rows, now.millis()).await?;
+        self.outbox.write_all(conn, events).await?;
+        Ok(Some(outcomes))
     }
 
     /// Applies one order event inside the caller's transaction.

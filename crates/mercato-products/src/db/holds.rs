@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use mercato_store::dialect::{padded_len, placeholders, power_of_two_chunks, value_rows};
 use mercato_store::sqlx::{self, AnyConnection};
 use mercato_store::{Backend, Database};
 use uuid::Uuid;
+
+/// Rows per multi-row `INSERT` (power-of-two sizes up to this; see `power_of_two_chunks`).
+const ROWS_PER_INSERT: usize = 64;
 
 /// Where an order stands with this service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,85 @@ pub async fn find_for_update(
     let row: Option<(i64, String)> =
         sqlx::query_as(text).bind(order_id.to_string()).fetch_optional(conn).await?;
     row.map(|(version, state)| Ok(Hold { version, state: HoldState::parse(&state)? })).transpose()
+}
+
+/// Which of `order_ids` have a row, locking those until the transaction ends (see
+/// [`find_for_update`] for the ones that have none).
+pub async fn find_existing(
+    db: &Database,
+    conn: &mut AnyConnection,
+    order_ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = order_ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    let last = ids[ids.len() - 1].clone();
+    ids.resize(padded_len(ids.len()), last);
+    let lock = if db.backend() == Backend::Sqlite { "" } else { " FOR UPDATE" };
+    let text = format!(
+        "SELECT order_id FROM order_holds WHERE order_id IN ({}) ORDER BY order_id{lock}",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_as::<_, (String,)>(db.sql_owned(text));
+    for id in &ids {
+        query = query.bind(id.as_str());
+    }
+    query
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|(id,)| {
+            Uuid::parse_str(&id)
+                .map_err(|_| sqlx::Error::Decode("order_holds.order_id is corrupt".into()))
+        })
+        .collect()
+}
+
+/// Inserts the rows of orders this service has not seen before.
+pub async fn insert_many(
+    db: &Database,
+    conn: &mut AnyConnection,
+    holds: &[(Uuid, Hold)],
+    now_millis: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in power_of_two_chunks(holds, ROWS_PER_INSERT) {
+        let text = format!(
+            "INSERT INTO order_holds (order_version, state, updated_at, order_id) VALUES {}",
+            value_rows(chunk.len(), 4)
+        );
+        let mut insert = sqlx::query(db.sql_owned(text));
+        for (order_id, hold) in chunk {
+            insert = insert
+                .bind(hold.version)
+                .bind(hold.state.as_str())
+                .bind(now_millis)
+                .bind(order_id.to_string());
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Records the lines of orders that have none yet: `(order, product, units)` rows.
+pub async fn insert_lines_many(
+    db: &Database,
+    conn: &mut AnyConnection,
+    lines: &[(Uuid, Uuid, i64)],
+) -> Result<(), sqlx::Error> {
+    for chunk in power_of_two_chunks(lines, ROWS_PER_INSERT) {
+        let text = format!(
+            "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES {}",
+            value_rows(chunk.len(), 3)
+        );
+        let mut insert = sqlx::query(db.sql_owned(text));
+        for (order_id, product_id, quantity) in chunk {
+            insert = insert.bind(order_id.to_string()).bind(product_id.to_string()).bind(*quantity);
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Writes the order's row (insert or update).

@@ -161,6 +161,9 @@ pub async fn find_many(
     let mut sorted: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     sorted.sort_unstable();
     sorted.dedup();
+    // Padded to a power of two with the last id: a few statement texts, not one per count.
+    let last = sorted[sorted.len() - 1].clone();
+    sorted.resize(dialect::padded_len(sorted.len()), last);
     let placeholders: Vec<String> = (1..=sorted.len()).map(|n| format!("${n}")).collect();
     let lock = if lock && db.backend() != Backend::Sqlite { " FOR UPDATE" } else { "" };
     let text = format!(
@@ -253,8 +256,11 @@ pub async fn add_stock_many(
     }
     // `$N` placeholders must appear once each, in increasing order (the MySQL rewrite binds by
     // position), so the CASE and the id list are repeated with numbers of their own and bound
-    // again, in the order they appear.
-    let n = deltas.len();
+    // again, in the order they appear. The lists are padded to a power of two by repeating the
+    // last product (a repeated arm or id changes nothing): a few statement texts, not one per
+    // count of products.
+    let distinct = deltas.len();
+    let n = dialect::padded_len(distinct);
     let case = |first: usize| {
         let arms: String = (0..n)
             .map(|i| format!(" WHEN ${} THEN ${}", first + 2 * i, first + 2 * i + 1))
@@ -286,9 +292,12 @@ pub async fn add_stock_many(
         case(6 * n + 2),
         8 * n + 2,
     );
-    let ids: Vec<String> = deltas.keys().map(Uuid::to_string).collect();
-    let arms: Vec<(&str, i64)> =
-        ids.iter().map(String::as_str).zip(deltas.values().copied()).collect();
+    let mut ids: Vec<String> = deltas.keys().map(Uuid::to_string).collect();
+    let mut values: Vec<i64> = deltas.values().copied().collect();
+    let (last_id, last_delta) = (ids[distinct - 1].clone(), values[distinct - 1]);
+    ids.resize(n, last_id);
+    values.resize(n, last_delta);
+    let arms: Vec<(&str, i64)> = ids.iter().map(String::as_str).zip(values).collect();
     let mut update = sqlx::query(db.sql_owned(text));
     for (id, delta) in &arms {
         update = update.bind(*id).bind(*delta);
@@ -306,11 +315,11 @@ pub async fn add_stock_many(
     for (id, delta) in &arms {
         update = update.bind(*id).bind(*delta);
     }
-    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let count = i64::try_from(distinct).unwrap_or(i64::MAX);
     let done = update.bind(count).execute(conn).await?;
     // Every row matched also changes (its version moves), so MySQL's count of changed rows
     // equals the count of matched rows the other backends report.
-    Ok(done.rows_affected() == n as u64)
+    Ok(done.rows_affected() == distinct as u64)
 }
 
 /// What a list may be narrowed by.

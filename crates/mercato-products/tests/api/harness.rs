@@ -12,7 +12,7 @@ use mercato_platform::auth::{Claims, Role, TokenVerifier};
 use mercato_platform::http::{Operations, finish};
 use mercato_products::ProductsService;
 use mercato_products::db::{holds, products};
-use mercato_products::reservations::Outcome;
+use mercato_products::reservations::{Outcome, Placement};
 use mercato_store::{Database, PoolSettings};
 pub use mercato_testkit::http::{invalid_fields, json_body, parts, problem, text};
 use mercato_testkit::{TestDatabase, TestServer};
@@ -197,6 +197,20 @@ impl TestApp {
         Ok(Some(outcome))
     }
 
+    /// Reserves `placements` together in one transaction, as the consumer's batch does; the
+    /// outcomes, or `None` when the handler declined them (and wrote nothing).
+    pub async fn reserve_together(&self, placements: &[Placement]) -> Option<Vec<Outcome>> {
+        let mut tx = self.database.begin().await.expect("a transaction");
+        let outcomes = self
+            .service
+            .reservations()
+            .reserve_placements(&mut tx, placements)
+            .await
+            .unwrap_or_else(|error| panic!("placements reserved together failed: {error}"));
+        tx.commit().await.expect("committed");
+        outcomes
+    }
+
     /// `method path` as admin, with `body` (when given) and one `If-Match` header.
     pub async fn send_if_match(
         &self,
@@ -262,6 +276,11 @@ pub fn lines(items: &[(Uuid, i64)]) -> Vec<OrderLine> {
         .iter()
         .map(|(product_id, quantity)| OrderLine { product_id: *product_id, quantity: *quantity })
         .collect()
+}
+
+/// An `order.placed` as the batch path takes it.
+pub fn placement(order_id: Uuid, items: &[(Uuid, i64)]) -> Placement {
+    Placement { order_id, version: 1, items: lines(items), trace: None }
 }
 
 pub fn placed(order_id: Uuid, version: i64, items: &[(Uuid, i64)]) -> Envelope<Value> {

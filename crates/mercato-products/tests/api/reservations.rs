@@ -393,3 +393,97 @@ backend_tests! {
         assert_eq!(stocks_and_versions(&app, &[a, b, c]).await, [(10, 4), (10, 4), (10, 3)]);
     }
 }
+
+backend_tests! {
+    async fn placements_reserved_together_end_as_if_reserved_one_by_one(db) {
+        let app = spawn_app(db).await;
+        let mug = app.product_with_stock("Mug", 5).await;
+        let tea = app.product_with_stock("Tea", 2).await;
+        let gone = app.product_with_stock("Gone", 5).await;
+        let response = app.delete(&format!("/api/products/{gone}"), Some(&app.admin)).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let unknown = Uuid::now_v7();
+        let orders: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+        let placements = [
+            placement(orders[0], &[(mug, 3)]),
+            placement(orders[1], &[(mug, 3)]),
+            placement(orders[2], &[(tea, 2), (mug, 2)]),
+            placement(orders[3], &[(gone, 1)]),
+            placement(orders[4], &[(unknown, 1)]),
+            placement(orders[5], &[(tea, 1)]),
+        ];
+
+        let outcomes = app.reserve_together(&placements).await.expect("not declined");
+        assert_eq!(
+            outcomes,
+            vec![
+                Outcome::Reserved,
+                rejected(RejectionReason::InsufficientStock, mug),
+                Outcome::Reserved,
+                rejected(RejectionReason::ProductUnavailable, gone),
+                rejected(RejectionReason::UnknownProduct, unknown),
+                rejected(RejectionReason::InsufficientStock, tea),
+            ]
+        );
+        assert_eq!((app.stock(mug).await, app.stock(tea).await, app.stock(gone).await), (0, 0, 5));
+        assert_eq!(app.held().await, BTreeMap::from([(mug, 5), (tea, 2)]));
+        // The events one by one would have written, in the same order.
+        let changes: Vec<_> = app
+            .outbox_events::<InventoryUpdated>()
+            .await
+            .into_iter()
+            .filter(|change| change["reason"] == "reservation")
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                json!({"productId": mug, "stock": 2, "delta": -3, "reason": "reservation"}),
+                json!({"productId": mug, "stock": 0, "delta": -2, "reason": "reservation"}),
+                json!({"productId": tea, "stock": 0, "delta": -2, "reason": "reservation"}),
+            ]
+        );
+        let reserved = app.outbox_events::<InventoryReserved>().await;
+        let reserved: Vec<_> = reserved.iter().map(|event| event["orderId"].clone()).collect();
+        assert_eq!(reserved, vec![json!(orders[0]), json!(orders[2])]);
+        let refused = app.outbox_events::<InventoryRejected>().await;
+        let refused: Vec<_> =
+            refused.iter().map(|event| (event["orderId"].clone(), event["reason"].clone())).collect();
+        assert_eq!(
+            refused,
+            vec![
+                (json!(orders[1]), json!("insufficient_stock")),
+                (json!(orders[3]), json!("product_unavailable")),
+                (json!(orders[4]), json!("unknown_product")),
+                (json!(orders[5]), json!("insufficient_stock")),
+            ]
+        );
+        // Every order has its row: a second placement of any of them changes nothing.
+        for order in &orders {
+            assert_eq!(applied(&app, &placed(*order, 1, &[(mug, 1)])).await, Outcome::Ignored);
+        }
+        // A cancel gives back exactly what the batch reserved for the order.
+        assert_eq!(applied(&app, &cancelled(orders[2], 2)).await, Outcome::Released { units: 4 });
+        assert_eq!((app.stock(mug).await, app.stock(tea).await), (2, 2));
+    }
+
+    async fn a_batch_naming_an_order_seen_before_is_declined_and_writes_nothing(db) {
+        let app = spawn_app(db).await;
+        let mug = app.product_with_stock("Mug", 5).await;
+        let (seen, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+        // The cancel overtook its placement.
+        assert_eq!(applied(&app, &cancelled(seen, 1)).await, Outcome::Released { units: 0 });
+        let events_before = app.outbox_events::<InventoryReleased>().await.len();
+
+        let batch = [placement(fresh, &[(mug, 1)]), placement(seen, &[(mug, 1)])];
+        assert_eq!(app.reserve_together(&batch).await, None);
+        assert_eq!(app.stock(mug).await, 5);
+        assert_eq!(app.held().await, BTreeMap::new());
+        assert!(app.outbox_events::<InventoryReserved>().await.is_empty());
+        assert_eq!(app.outbox_events::<InventoryReleased>().await.len(), events_before);
+        // One by one, as the consumer then applies them: the fresh one is reserved, the
+        // cancelled one is not.
+        assert_eq!(applied(&app, &placed(fresh, 1, &[(mug, 1)])).await, Outcome::Reserved);
+        assert_eq!(applied(&app, &placed(seen, 1, &[(mug, 1)])).await, Outcome::Ignored);
+        assert_eq!(app.stock(mug).await, 4);
+    }
+}
