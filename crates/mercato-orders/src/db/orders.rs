@@ -3,7 +3,7 @@
 use mercato_platform::money::Money;
 use mercato_platform::time::Timestamp;
 use mercato_store::Database;
-use mercato_store::dialect::{power_of_two_chunks, value_rows};
+use mercato_store::dialect::{padded_len, placeholders, power_of_two_chunks, value_rows};
 use mercato_store::sqlx::{self, AnyConnection, FromRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -215,6 +215,33 @@ pub async fn find_for_update(
         .fetch_optional(conn)
         .await?;
     row.map(Order::try_from).transpose()
+}
+
+/// The orders of `ids` that exist, locked (in id order, as every writer locks them).
+pub async fn find_many_for_update(
+    db: &Database,
+    conn: &mut AnyConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Order>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Padded to a power of two with the last id: a few statement texts, not one per count.
+    let last = ids[ids.len() - 1].clone();
+    ids.resize(padded_len(ids.len()), last);
+    let text = format!(
+        "SELECT {COLUMNS} FROM orders WHERE id IN ({}) ORDER BY id{}",
+        placeholders(1, ids.len()),
+        for_update(db)
+    );
+    let mut query = sqlx::query_as::<_, OrderRow>(db.sql_owned(text));
+    for id in &ids {
+        query = query.bind(id.as_str());
+    }
+    query.fetch_all(conn).await?.into_iter().map(Order::try_from).collect()
 }
 
 /// A user's `pending` and `confirmed` orders, locked: what deleting the user cancels.

@@ -157,6 +157,24 @@ impl TestApp {
         Ok(Some(outcome))
     }
 
+    /// Applies answers together as the `orders-saga` consumer's batch does (inbox rows are not
+    /// written): the outcomes, or `None` when the saga declined them (and wrote nothing).
+    pub async fn answer_together(&self, events: &[Envelope<Value>]) -> Option<Vec<Outcome>> {
+        let mut tx = self.database.begin().await.expect("a transaction");
+        let events: Vec<&Envelope<Value>> = events.iter().collect();
+        let outcomes = self
+            .service
+            .saga()
+            .apply_many(&mut tx, &events)
+            .await
+            .unwrap_or_else(|error| panic!("answers applied together failed: {error}"));
+        tx.commit().await.expect("committed");
+        for event in events {
+            self.service.saga_committed(event);
+        }
+        outcomes
+    }
+
     /// Applies one user or product event the way the `orders-replicas` consumer does.
     pub async fn replicate(&self, event: &Envelope<Value>) -> Result<bool, HandlerError> {
         use mercato_bus::Handler;

@@ -616,3 +616,68 @@ backend_tests! {
         let _ = stop.send(true);
     }
 }
+
+backend_tests! {
+    async fn answers_applied_together_end_as_if_applied_one_by_one(db) {
+        let app = spawn_app(db).await;
+        let (mug, tea) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = id_of(&app.place(&app.alice, &[(mug, 2)]).await);
+        let second = id_of(&app.place(&app.bob, &[(tea, 1)]).await);
+        let stale = id_of(&app.place(&app.alice, &[(tea, 3)]).await);
+        let last = id_of(&app.place(&app.bob, &[(mug, 1), (tea, 1)]).await);
+        let unknown = Uuid::now_v7();
+        let batch = [
+            reserved(first, 1, &[(mug, 2, "4.25")]),
+            rejected(second, 1, RejectionReason::InsufficientStock, Some(tea)),
+            reserved(stale, 2, &[(tea, 3, "1.00")]),
+            reserved(unknown, 1, &[(tea, 1, "1.00")]),
+            reserved(last, 1, &[(mug, 1, "4.25"), (tea, 1, "1.00")]),
+        ];
+
+        let outcomes = app.answer_together(&batch).await.expect("not declined");
+        assert_eq!(
+            outcomes,
+            vec![
+                settled_confirmed(),
+                settled_rejected("insufficient_stock"),
+                Outcome::Ignored,
+                Outcome::Ignored,
+                settled_confirmed(),
+            ]
+        );
+        let first = app.order(&app.alice, first).await;
+        assert_eq!((first["status"].clone(), first["total"].clone()), (json!("confirmed"), json!("8.50")));
+        assert_eq!(app.order(&app.bob, second).await["status"], "rejected");
+        assert_eq!(app.order(&app.alice, stale).await["status"], "pending");
+        let last = app.order(&app.bob, last).await;
+        assert_eq!((last["status"].clone(), last["total"].clone()), (json!("confirmed"), json!("5.25")));
+        // The events one by one would have written, in the same order.
+        let confirmed: Vec<Value> = app
+            .outbox_events::<OrderConfirmed>()
+            .await
+            .iter()
+            .map(|event| json!([event["orderId"], event["total"]]))
+            .collect();
+        assert_eq!(confirmed, vec![json!([first["id"], "8.50"]), json!([last["id"], "5.25"])]);
+        let refused = app.outbox_events::<OrderRejected>().await;
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0]["reason"], "insufficient_stock");
+        // The same answers again change nothing (each order has left the version it awaited).
+        let again: Vec<Envelope<Value>> = batch.iter().map(republished).collect();
+        let outcomes = app.answer_together(&again).await.expect("not declined");
+        assert!(outcomes.iter().all(|outcome| *outcome == Outcome::Ignored), "{outcomes:?}");
+        assert_eq!(app.outbox_events::<OrderConfirmed>().await.len(), 2);
+    }
+
+    async fn a_batch_with_a_release_or_two_answers_for_one_order_is_declined(db) {
+        let app = spawn_app(db).await;
+        let mug = Uuid::now_v7();
+        let order = id_of(&app.place(&app.alice, &[(mug, 1)]).await);
+        let twice = [reserved(order, 1, &[(mug, 1, "1.00")]), reserved(order, 1, &[(mug, 1, "1.00")])];
+        assert_eq!(app.answer_together(&twice).await, None);
+        let with_release = [reserved(order, 1, &[(mug, 1, "1.00")]), released(order, &[])];
+        assert_eq!(app.answer_together(&with_release).await, None);
+        assert_eq!(app.order(&app.alice, order).await["status"], "pending", "nothing was written");
+        assert!(app.outbox_events::<OrderConfirmed>().await.is_empty());
+    }
+}
