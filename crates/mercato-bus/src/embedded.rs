@@ -161,7 +161,8 @@ impl EmbeddedLog {
         let db = &self.shared.db;
         let now = crate::outbox::now_millis();
         let released =
-            sqlx::query(db.sql("UPDATE pending SET visible_at = $1 WHERE visible_at > $1"))
+            sqlx::query(db.sql("UPDATE pending SET visible_at = $1 WHERE visible_at > $2"))
+                .bind(now)
                 .bind(now)
                 .execute(db.pool())
                 .await?
@@ -541,10 +542,11 @@ impl EmbeddedSubscription {
         let row = sqlx::query(db.sql(
             "SELECT EXISTS (SELECT 1 FROM pending WHERE consumer = $1 AND visible_at <= $2) AS due, \
              COALESCE((SELECT MAX(sequence) FROM messages), 0) AS head, \
-             COALESCE((SELECT last_sequence FROM consumers WHERE name = $1), 0) AS position",
+             COALESCE((SELECT last_sequence FROM consumers WHERE name = $3), 0) AS position",
         ))
         .bind(self.spec.durable_name.as_str())
         .bind(epoch_millis())
+        .bind(self.spec.durable_name.as_str())
         .fetch_one(db.pool())
         .await
         .map_err(storage("looking for deliveries"))?;

@@ -1,7 +1,8 @@
 //! The small SQL dialect layer: one query text for three backends.
 //!
 //! Queries use PostgreSQL's numbered placeholders (`$1`, `$2`, ...), each number used once and in
-//! increasing order, so that rewriting them to MySQL's positional `?` keeps the binding order.
+//! increasing order, so that rewriting them to positional `?` keeps the binding order (MySQL
+//! knows only `?`; SQLite binds `?` by position, and `$N` by a name lookup per parameter).
 //! Everything else in a query must be portable SQL (see the storage ADR for the rules).
 //! [`placeholders`] and [`value_rows`] number the placeholders of queries built at run time.
 

@@ -35,18 +35,21 @@ impl Handler for OrderStateHandler {
         let quantity: i64 = update.data.items.iter().map(|line| line.quantity).sum();
         let text = if self.versioned {
             "UPDATE order_state SET version = $1, quantity = $2 \
-             WHERE consumer = $3 AND order_id = $4 AND version < $1"
+             WHERE consumer = $3 AND order_id = $4 AND version < $5"
         } else {
             "UPDATE order_state SET version = $1, quantity = $2 \
              WHERE consumer = $3 AND order_id = $4"
         };
-        sqlx::query(self.db.sql(text))
+        let mut update_query = sqlx::query(self.db.sql(text))
             .bind(update.data.order_version)
             .bind(quantity)
             .bind(self.consumer)
-            .bind(update.data.order_id.to_string())
-            .execute(&mut *conn)
-            .await?;
+            .bind(update.data.order_id.to_string());
+        if self.versioned {
+            // Placeholders are used once each (see mercato_store::dialect): the version again.
+            update_query = update_query.bind(update.data.order_version);
+        }
+        update_query.execute(&mut *conn).await?;
         sqlx::query(self.db.sql("INSERT INTO effects (event_id, consumer) VALUES ($1, $2)"))
             .bind(&event.id)
             .bind(self.consumer)
