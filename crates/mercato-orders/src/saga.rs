@@ -166,8 +166,8 @@ impl Saga {
 
     /// Applies reservations and refusals of distinct orders together, with exactly the outcome
     /// of [`Saga::apply`] on each in order: one read of every order (locked, in id order), the
-    /// transitions in memory, one update per changed order and one insert of their events.
-    /// `None`, having written nothing, when the batch holds anything else (a `released`, an
+    /// transitions in memory, one multi-row write of the changed orders and one insert of their
+    /// events. `None`, having written nothing, when the batch holds anything else (a `released`, an
     /// unreadable answer, two answers about one order): those take the one-by-one path.
     pub async fn apply_many(
         &self,
@@ -223,9 +223,8 @@ impl Saga {
             changed.push(order);
             outcomes.push(Outcome::Settled(settled));
         }
-        for order in &changed {
-            orders::update(&self.db, conn, order).await?;
-        }
+        let changed: Vec<&Order> = changed.iter().collect();
+        orders::update_all(&self.db, conn, &changed).await?;
         self.outbox.write_all(conn, emitted).await?;
         Ok(Some(outcomes))
     }

@@ -2,9 +2,9 @@
 
 use mercato_platform::money::Money;
 use mercato_platform::time::Timestamp;
-use mercato_store::Database;
 use mercato_store::dialect::{padded_len, placeholders, power_of_two_chunks, value_rows};
 use mercato_store::sqlx::{self, AnyConnection, FromRow};
+use mercato_store::{Backend, Database};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -123,14 +123,59 @@ pub async fn insert_all(
     conn: &mut AnyConnection,
     orders: &[&Order],
 ) -> Result<(), sqlx::Error> {
+    write_rows(db, conn, orders, "").await
+}
+
+/// The columns an order's change writes (all but `id`, `user_id` and `created_at`), as
+/// [`update`] writes them.
+const CHANGING: [&str; 13] = [
+    "status",
+    "items",
+    "total_cents",
+    "shipping_address",
+    "payment_method",
+    "rejection_reason",
+    "last_update_rejection",
+    "version",
+    "awaiting_version",
+    "previous_items",
+    "previous_total_cents",
+    "stock_released",
+    "updated_at",
+];
+
+/// Writes every changing column of orders read (and locked) before in the same transaction,
+/// with multi-row upserts instead of one [`update`] per order: the rows exist, so each one is
+/// updated, never inserted.
+#[tracing::instrument(skip_all, fields(orders = orders.len()))]
+pub async fn update_all(
+    db: &Database,
+    conn: &mut AnyConnection,
+    orders: &[&Order],
+) -> Result<(), sqlx::Error> {
+    let upsert = match db.backend() {
+        Backend::MySql => {
+            let set: Vec<String> = CHANGING.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+            format!(" ON DUPLICATE KEY UPDATE {}", set.join(", "))
+        }
+        Backend::Sqlite | Backend::Postgres => {
+            let set: Vec<String> = CHANGING.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            format!(" ON CONFLICT (id) DO UPDATE SET {}", set.join(", "))
+        }
+    };
+    write_rows(db, conn, orders, &upsert).await
+}
+
+/// Multi-row `INSERT`s of every column of `orders`, followed by `tail` (an upsert clause).
+async fn write_rows(
+    db: &Database,
+    conn: &mut AnyConnection,
+    orders: &[&Order],
+    tail: &str,
+) -> Result<(), sqlx::Error> {
     for chunk in power_of_two_chunks(orders, ROWS_PER_INSERT) {
-        let text = format!(
-            "INSERT INTO orders (id, user_id, status, items, total_cents, shipping_address, \
-             payment_method, rejection_reason, last_update_rejection, version, awaiting_version, \
-             previous_items, previous_total_cents, stock_released, created_at, updated_at) \
-             VALUES {}",
-            value_rows(chunk.len(), 16)
-        );
+        let text =
+            format!("INSERT INTO orders ({COLUMNS}) VALUES {}{tail}", value_rows(chunk.len(), 16));
         let mut insert = sqlx::query(db.sql_owned(text));
         for order in chunk {
             insert = insert

@@ -621,7 +621,8 @@ backend_tests! {
     async fn answers_applied_together_end_as_if_applied_one_by_one(db) {
         let app = spawn_app(db).await;
         let (mug, tea) = (Uuid::now_v7(), Uuid::now_v7());
-        let first = id_of(&app.place(&app.alice, &[(mug, 2)]).await);
+        let placed_first = app.place(&app.alice, &[(mug, 2)]).await;
+        let first = id_of(&placed_first);
         let second = id_of(&app.place(&app.bob, &[(tea, 1)]).await);
         let stale = id_of(&app.place(&app.alice, &[(tea, 3)]).await);
         let last = id_of(&app.place(&app.bob, &[(mug, 1), (tea, 1)]).await);
@@ -647,6 +648,12 @@ backend_tests! {
         );
         let first = app.order(&app.alice, first).await;
         assert_eq!((first["status"].clone(), first["total"].clone()), (json!("confirmed"), json!("8.50")));
+        // What the change does not touch is kept; what it does is all written.
+        for kept in ["id", "userId", "createdAt", "shippingAddress", "paymentMethod"] {
+            assert_eq!(first[kept], placed_first[kept], "{kept}");
+        }
+        assert_eq!(first["version"], 2);
+        assert_eq!(first["items"], json!([{"productId": mug, "quantity": 2, "unitPrice": "4.25", "name": "Product 0"}]));
         assert_eq!(app.order(&app.bob, second).await["status"], "rejected");
         assert_eq!(app.order(&app.alice, stale).await["status"], "pending");
         let last = app.order(&app.bob, last).await;
