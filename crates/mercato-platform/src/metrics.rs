@@ -2,9 +2,14 @@
 //!
 //! The `metrics` facade has one recorder per process, so the Prometheus recorder is installed
 //! once and shared; every app in the process (several in tests) reports into it.
+//!
+//! The recorder keeps every histogram sample until its upkeep folds them into the buckets. Only
+//! the exporter's own HTTP listener schedules that, and Mercato serves `/metrics` itself, so a
+//! thread of its own runs the upkeep every [`UPKEEP_PERIOD`]: without it, a process nobody
+//! scraped kept one sample per request for ever.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, header};
@@ -18,6 +23,10 @@ const LATENCY_BUCKETS: &[f64] =
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often the recorder's histogram samples are folded into their buckets (the exporter's own
+/// default).
+pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn recorder() -> PrometheusHandle {
     RECORDER
@@ -28,12 +37,23 @@ pub fn recorder() -> PrometheusHandle {
                     LATENCY_BUCKETS,
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
+            let handle = match builder.install_recorder() {
                 Ok(handle) => handle,
                 // Another recorder is already installed: render from a detached one rather than
                 // failing the service.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_PERIOD);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(error) = started {
+                tracing::warn!(%error, "cannot start the metrics upkeep; samples are folded on each scrape only");
             }
+            handle
         })
         .clone()
 }
@@ -66,4 +86,22 @@ pub async fn render(handle: PrometheusHandle) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Histogram samples are folded by a thread of the recorder's own, not only by scrapes: a
+    /// process nobody scrapes must not keep every sample.
+    #[test]
+    fn the_recorder_runs_its_upkeep_without_being_scraped() {
+        let _handle = recorder();
+        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("the process's threads are listed")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        assert!(threads.iter().any(|name| name == "metrics-upkeep"), "threads: {threads:?}");
+    }
 }
