@@ -31,12 +31,27 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of a server's log shown when a test fails.
 const LOG_LINES: usize = 60;
 
-/// A port that was free a moment ago (the OS picks it; the server binds it right after).
+/// Where [`free_port`] looks: below Linux's range for the local ports of outgoing connections
+/// (`ip_local_port_range`, 32768-60999 by default).
+const PRIVATE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that was free a moment ago (the server binds it right after), outside the range the
+/// OS hands out to outgoing connections. A drill stops a private server and starts it again on
+/// the same port; a port from that range was once taken in between by some test's client
+/// connection, and the restart failed with "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free local port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(PRIVATE_PORTS.end - PRIVATE_PORTS.start);
+    // Test processes start at different places, threads of one process take turns.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        let port = PRIVATE_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free local port in {PRIVATE_PORTS:?}")
 }
 
 /// The last `lines` lines of a log file (empty when it cannot be read).
@@ -513,6 +528,17 @@ fn os_user(name: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_outside_the_range_of_outgoing_connections_and_bindable() {
+        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        for port in &ports {
+            assert!(PRIVATE_PORTS.contains(port), "{port}");
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).expect("still free");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "one process gets a new port each time");
+    }
 
     #[test]
     fn log_tails_keep_the_last_lines() {
